@@ -1,0 +1,5 @@
+import sys
+
+from shapecount.cli import main
+
+sys.exit(main())

@@ -1,0 +1,229 @@
+"""Command line: `shapecount <command> ...`. Every user error is one line `error: ...` and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from shapecount import __version__
+from shapecount.config import ConfigError, dumps, make_config, parse_set
+from shapecount.errors import UserError
+from shapecount.labels import LabelError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        print(f"error: {self.prog}: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _data_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="PATH|URL",
+                   help="dataset folder, .zip or http(s) URL (default: $SHAPECOUNT_DATA, else the official URL)")
+
+
+def _config_args(p: argparse.ArgumentParser, experiment: bool = True) -> None:
+    if experiment:
+        p.add_argument("--experiment", default="multitask", help="classification | regression | multitask")
+        p.add_argument("--lambda-cnt", type=float, help="weight of the count loss (preset: 0 / 1 / 5)")
+    p.add_argument("--recipe", default="protocol", help="protocol (the assignment's) | quick")
+    p.add_argument("--epochs", type=int, help="cap on epochs (default 100)")
+    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 15)")
+    p.add_argument("--seed", type=int, help="seed for torch.manual_seed and data order (default 1)")
+    p.add_argument("--device", help="auto | cpu | cuda[:N] (default auto)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all)")
+    p.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field (see `shapecount config`); repeatable")
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    ov = {}
+    for key in ("lambda_cnt", "epochs", "patience", "seed", "device", "threads", "bf16"):
+        v = getattr(args, key, None)
+        if v is not None:
+            ov[key] = v
+    ov.update(parse_set(args.set))
+    return ov
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="shapecount", description=__doc__)
+    p.add_argument("--version", action="version", version=f"shapecount {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    d = sub.add_parser("data", help="dataset commands")
+    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    chk = dsub.add_parser("check", help="validate the dataset and print a summary")
+    _data_arg(chk)
+
+    e = sub.add_parser("eda", help="exploratory analysis: figures and tables")
+    _data_arg(e)
+    e.add_argument("--out", required=True, type=Path)
+
+    sub.add_parser("labels", help="print the 135-class label table (Markdown)")
+
+    c = sub.add_parser("config", help="print the resolved config as JSON")
+    _config_args(c)
+
+    t = sub.add_parser("train", help="train one experiment into a run folder")
+    _data_arg(t)
+    _config_args(t)
+    t.add_argument("--out", required=True, type=Path)
+    t.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    ev = sub.add_parser("evaluate", help="rebuild metrics, predictions and plots from a checkpoint")
+    _data_arg(ev)
+    ev.add_argument("--checkpoint", required=True, type=Path)
+    ev.add_argument("--out", required=True, type=Path)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--force", action="store_true")
+
+    pr = sub.add_parser("predict", help="predict PNG files or folders of PNGs")
+    pr.add_argument("--checkpoint", required=True, type=Path)
+    pr.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    pr.add_argument("--format", choices=("csv", "json"), default="csv")
+    pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("--no-tta", action="store_true", help="single view (default: the run's tta setting)")
+    pr.add_argument("--device", default="auto")
+
+    rp = sub.add_parser("report", help="rebuild the comparison and report.md/report.html of a reproduce folder")
+    rp.add_argument("folder", type=Path, help="the --out folder of `shapecount reproduce`")
+
+    r = sub.add_parser("reproduce", help="EDA + the three experiments + comparison + report")
+    _data_arg(r)
+    _config_args(r, experiment=False)
+    r.add_argument("--out", required=True, type=Path)
+    r.add_argument("--quick", action="store_true", help="short schedule for smoke tests and demos (recipe quick)")
+    r.add_argument("--force", action="store_true")
+    r.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def cmd_data_check(args) -> int:
+    from shapecount import data
+
+    ds = data.load_gsn(args.data)
+    print(data.format_summary(data.summary(ds)))
+    for w in ds.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def cmd_eda(args) -> int:
+    from shapecount import data, eda
+
+    res = eda.run_eda(data.load_gsn(args.data), args.out)
+    print(f"EDA written to {args.out}")
+    for k, v in res.items():
+        if not isinstance(v, (list, dict)):
+            print(f"  {k}: {v}")
+    return 0
+
+
+def cmd_labels(args) -> int:
+    from shapecount import labels
+
+    print("| class | pair | name | " + " | ".join(labels.TYPES) + " |")
+    print("|---|---|---|" + "---|" * labels.NUM_TYPES)
+    for k in range(labels.NUM_CLASSES):
+        c = labels.class_to_counts(k)
+        print(f"| {k} | {labels.class_to_pair(k)} | {labels.class_name(k)} | " + " | ".join(map(str, c)) + " |")
+    return 0
+
+
+def cmd_config(args) -> int:
+    print(dumps(make_config(args.experiment, args.recipe, _overrides(args))))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from shapecount import data, experiments
+
+    cfg = make_config(args.experiment, args.recipe, _overrides(args))
+    ds = data.load_gsn(args.data)
+    experiments.run_experiment(cfg, ds, args.out, progress=not args.no_progress, force=args.force)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from shapecount import data, experiments
+
+    m = experiments.evaluate_checkpoint(args.checkpoint, data.load_gsn(args.data), args.out, args.force, args.device)
+    print(json.dumps({k: m[k] for k in ("top1_accuracy", "macro_f1", "pair_accuracy", "rmse", "mae",
+                                        "count_decoded_accuracy")}, indent=2))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from shapecount import predict
+
+    if args.top_k < 1:
+        raise UserError("--top-k", f"must be >= 1, got {args.top_k}", "pass e.g. --top-k 3")
+    rows = predict.predict_paths(args.checkpoint, args.paths, top_k=args.top_k,
+                                 tta=None if not args.no_tta else False, device_name=args.device)
+    sys.stdout.write(predict.format_rows(rows, args.format))
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from shapecount import data, experiments
+
+    recipe = "quick" if args.quick else args.recipe
+    overrides = _overrides(args)
+    make_config("multitask", recipe, overrides)  # fail fast on bad options, before loading data
+    ds = data.load_gsn(args.data)
+    command = "shapecount " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
+    experiments.reproduce(ds, args.out, recipe, overrides, command=command, progress=not args.no_progress,
+                          force=args.force)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from shapecount import report
+
+    if not args.folder.is_dir():
+        raise UserError(args.folder, "no such folder", "pass the --out folder of `shapecount reproduce`")
+    report.compare(args.folder)
+    md, html = report.write_report(args.folder)
+    print(f"wrote {md} and {html}")
+    return 0
+
+
+COMMANDS = {"report": cmd_report, "eda": cmd_eda, "labels": cmd_labels, "config": cmd_config, "train": cmd_train,
+            "evaluate": cmd_evaluate, "predict": cmd_predict, "reproduce": cmd_reproduce}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "data":
+        handler = cmd_data_check
+    else:
+        handler = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except (UserError, ConfigError, LabelError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `shapecount predict ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except RuntimeError as e:
+        if "CUDA" in str(e) or "--device" in str(e):
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

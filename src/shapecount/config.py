@@ -1,0 +1,191 @@
+"""The one source of defaults: a dataclass, named presets on top of it, and strict overrides.
+
+The resolved config is written to every run folder (config.json) and into every checkpoint, so a result can
+always be traced back to the exact settings that produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+CONFIG_VERSION = 1
+EXPERIMENTS = ("classification", "regression", "multitask")
+SCHEDULES = ("constant", "cosine")
+MONITORS = ("auto", "val_top1", "val_loss", "val_rmse")
+
+
+class ConfigError(ValueError):
+    """An override or option that does not fit the config (unknown key, bad value)."""
+
+
+@dataclass
+class Config:
+    # -- task: loss = cls_weight * NLL(cls) + lambda_cnt * SmoothL1(counts)
+    experiment: str = "multitask"
+    cls_weight: float = 1.0
+    lambda_cnt: float = 5.0
+    # -- optimisation (the assignment's protocol: Adam lr 1e-3, batch 64, <= 100 epochs, early stopping)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    batch_size: int = 64
+    eval_batch_size: int = 1000
+    epochs: int = 100
+    patience: int = 15
+    monitor: str = "auto"  # auto: val_top1 when the class head is trained, else val_rmse
+    seed: int = 1
+    # -- heads (the backbone is fixed by the assignment and not configurable)
+    head_hidden: int = 64
+    head_dropout1: float = 0.3
+    head_dropout2: float = 0.1
+    # -- augmentation: probabilities per image (0 disables); see augment.py
+    aug_hflip: float = 0.5
+    aug_vflip: float = 0.5
+    aug_rot90: float = 0.75  # probability of a non-zero quarter turn (0.75 = uniform over 0/90/180/270)
+    aug_brightness: float = 0.0
+    aug_noise: float = 0.0
+    aug_erase: float = 0.0
+    aug_at_least_one: bool = False  # the report's policy: every augmented image gets >= 1 transform
+    aug_copies: int = 0  # the report's expansion: each epoch = originals + K augmented copies
+    # -- evaluation
+    tta: bool = True  # average over the 8 symmetries (predictions mapped back) for the final metrics
+    # -- runtime (do not change results on CPU, except bf16)
+    device: str = "auto"
+    threads: int = 0  # 0: torch's default (all cores)
+    bf16: bool = False
+    limit_train: int = 0  # >0: use only the first N training images (tests, demos)
+    limit_val: int = 0
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config_version": CONFIG_VERSION, **dataclasses.asdict(self)}
+
+    def resolved_monitor(self) -> str:
+        if self.monitor != "auto":
+            return self.monitor
+        return "val_top1" if self.cls_weight > 0 else "val_rmse"
+
+
+def validate(cfg: Config) -> None:
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    need(cfg.experiment in EXPERIMENTS, f"experiment must be one of {', '.join(EXPERIMENTS)}, got {cfg.experiment!r}")
+    need(cfg.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
+    need(cfg.monitor in MONITORS, f"monitor must be one of {', '.join(MONITORS)}, got {cfg.monitor!r}")
+    need(cfg.cls_weight >= 0 and cfg.lambda_cnt >= 0, "cls_weight and lambda_cnt must be >= 0")
+    need(cfg.cls_weight > 0 or cfg.lambda_cnt > 0, "at least one of cls_weight, lambda_cnt must be > 0")
+    need(cfg.lr > 0, f"lr must be > 0, got {cfg.lr}")
+    need(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
+    need(cfg.batch_size >= 1 and cfg.eval_batch_size >= 1, "batch sizes must be >= 1")
+    need(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
+    need(cfg.patience >= 1, f"patience must be >= 1, got {cfg.patience}")
+    need(0 <= cfg.warmup_epochs < cfg.epochs or cfg.warmup_epochs == 0, "warmup_epochs must be < epochs")
+    need(cfg.head_hidden >= 1, "head_hidden must be >= 1")
+    for name in ("head_dropout1", "head_dropout2"):
+        need(0 <= getattr(cfg, name) < 1, f"{name} must be in [0, 1)")
+    for name in ("aug_hflip", "aug_vflip", "aug_rot90", "aug_brightness", "aug_noise", "aug_erase"):
+        need(0 <= getattr(cfg, name) <= 1, f"{name} must be a probability in [0, 1], got {getattr(cfg, name)}")
+    need(cfg.aug_copies >= 0, "aug_copies must be >= 0")
+    need(cfg.threads >= 0 and cfg.limit_train >= 0 and cfg.limit_val >= 0, "threads/limits must be >= 0")
+    need(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
+         f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")
+
+
+# Named presets: the three experiments of the report. Each is a partial override of the defaults.
+EXPERIMENT_PRESETS: dict[str, dict[str, Any]] = {
+    "classification": {"experiment": "classification", "cls_weight": 1.0, "lambda_cnt": 0.0},
+    "regression": {"experiment": "regression", "cls_weight": 0.0, "lambda_cnt": 1.0},
+    "multitask": {"experiment": "multitask", "cls_weight": 1.0, "lambda_cnt": 5.0},
+}
+
+# Recipes: "protocol" is the assignment's (the defaults). "quick" is a short schedule for demos and smoke
+# tests; it is not meant to be accurate.
+RECIPES: dict[str, dict[str, Any]] = {
+    "protocol": {},
+    "quick": {"epochs": 3, "patience": 3, "tta": False},
+}
+
+
+def _coerce(field: dataclasses.Field, value: Any) -> Any:
+    kind = field.type if isinstance(field.type, str) else field.type.__name__
+    if isinstance(value, str):
+        try:
+            if kind == "bool":
+                low = value.lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return low in ("true", "1", "yes")
+            if kind == "int":
+                return int(value)
+            if kind == "float":
+                return float(value)
+        except ValueError:
+            raise ConfigError(f"{field.name} expects {kind}, got {value!r}") from None
+        return value
+    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    expected = {"int": int, "float": float, "bool": bool, "str": str}[kind]
+    if not isinstance(value, expected) or (kind == "int" and isinstance(value, bool)):
+        raise ConfigError(f"{field.name} expects {kind}, got {value!r}")
+    return value
+
+
+def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    known = {f.name: f for f in fields(Config)}
+    out = dict(base)
+    for key, value in overrides.items():
+        key = key.replace("-", "_")
+        if key not in known:
+            close = [k for k in known if key.split("_")[0] in k]
+            hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
+            raise ConfigError(f"unknown config key {key!r}{hint}; see `shapecount config` for all keys")
+        out[key] = _coerce(known[key], value)
+    return out
+
+
+def make_config(experiment: str = "multitask", recipe: str = "protocol",
+                overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults <- experiment preset <- recipe <- explicit overrides (later wins)."""
+    if experiment not in EXPERIMENT_PRESETS:
+        raise ConfigError(f"unknown experiment {experiment!r}; choose {', '.join(EXPERIMENT_PRESETS)}")
+    if recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe {recipe!r}; choose {', '.join(RECIPES)}")
+    d: dict[str, Any] = {}
+    d = apply_overrides(d, EXPERIMENT_PRESETS[experiment])
+    d = apply_overrides(d, RECIPES[recipe])
+    d = apply_overrides(d, overrides or {})
+    return Config(**d)
+
+
+def parse_set(items: list[str]) -> dict[str, str]:
+    """`--set key=value` pairs -> dict (values coerced later by type)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def config_from_dict(d: dict[str, Any]) -> Config:
+    """Rebuild a Config from config.json / a checkpoint; a version or key mismatch is a clear error."""
+    d = dict(d)
+    version = d.pop("config_version", None)
+    if version != CONFIG_VERSION:
+        raise ConfigError(f"config version {version} is not supported (this shapecount writes {CONFIG_VERSION})")
+    return Config(**apply_overrides({}, d))
+
+
+def dumps(cfg: Config) -> str:
+    return json.dumps(cfg.to_dict(), indent=2, sort_keys=False)

@@ -1,0 +1,19 @@
+"""User-facing errors: each becomes one line `error: <where>: <what> (<fix>)` and exit code 2 in the CLI."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user (data, options, files). Never shown with a traceback."""
+
+    def __init__(self, where: str, what: str, fix: str = "") -> None:
+        self.where, self.what, self.fix = str(where), what, fix
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        msg = f"{self.where}: {self.what}"
+        return f"{msg} ({self.fix})" if self.fix else msg
+
+
+class DataError(UserError):
+    """The dataset (labels.csv, images, zip, URL) is missing or malformed."""

@@ -1,0 +1,247 @@
+"""One experiment = one run folder (docs/run_folder.md); reproduce = EDA + the three experiments + report."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from shapecount import engine, fileio, labels
+from shapecount.config import Config, config_from_dict, make_config
+from shapecount.data import GSNData, split
+from shapecount.errors import UserError
+from shapecount.model import build_model, describe
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_loss_cls", "train_loss_cnt", "val_loss", "val_loss_cls",
+                   "val_loss_cnt", "val_top1", "val_rmse", "val_mae", "lr", "seconds"]
+PRED_COLUMNS = (["name", *labels.TYPES, "true_class", "pred_class"] + [f"pred_{t}" for t in labels.TYPES]
+                + ["pred_class_from_counts", "confidence"])
+CHECKPOINT_FORMAT = "shapecount-checkpoint-v1"
+RUN_MARKERS = ("metrics.json", "history.csv", "checkpoint.pt")
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def prepare_out_dir(out: Path, force: bool) -> Path:
+    """Refuse to mix a new run into an old one unless asked: results must never be silently overwritten."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(out, "exists and is not a folder", "choose another --out")
+    if not force and any((out / m).exists() for m in RUN_MARKERS):
+        raise UserError(out, "already holds a run", "choose another --out, or pass --force to overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    dev = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {torch.get_num_threads()} threads{dev}, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def limit(data: GSNData, n: int) -> GSNData:
+    return data.subset(torch.arange(min(n, len(data)))) if n else data
+
+
+def _json_safe(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def write_predictions(path: Path, data: GSNData, log_probs: torch.Tensor, pred_counts: torch.Tensor) -> None:
+    pred = log_probs.argmax(1)
+    conf = log_probs.max(1).values.exp()
+    decoded = labels.decode_counts(pred_counts)
+    rows = []
+    for i, name in enumerate(data.names):
+        rows.append([name, *data.counts[i].tolist(), int(data.classes[i]), int(pred[i]),
+                     *(f"{v:.4f}" for v in pred_counts[i].tolist()), int(decoded[i]), f"{float(conf[i]):.4f}"])
+    fileio.write_csv(path, PRED_COLUMNS, rows)
+
+
+def save_checkpoint(path: Path, model, optimizer, cfg: Config, epoch: int, metrics: dict) -> None:
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else {},
+        "epoch": epoch,
+        "config": cfg.to_dict(),
+        "metrics": _json_safe(metrics),
+        "torch_version": str(torch.__version__),
+    }
+    fileio.atomic_write(path, lambda p: torch.save(payload, p))
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu"):
+    """(model in eval mode, config, raw checkpoint dict). Loads with weights_only=True: no code runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(path, "checkpoint not found", "pass the checkpoint.pt of a run folder")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not our checkpoint"
+        raise UserError(path, f"not a readable shapecount checkpoint ({type(e).__name__})",
+                        "pass the checkpoint.pt written by `shapecount train`") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(path, "not a shapecount checkpoint (format marker missing or different)",
+                        f"expected format {CHECKPOINT_FORMAT}")
+    try:
+        cfg = config_from_dict(ckpt["config"])
+    except Exception as e:  # noqa: BLE001
+        raise UserError(path, f"checkpoint config does not fit this version: {e}", "retrain with this version") from None
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = "; ".join(s.strip() for s in first[1:3]) or first[0]
+        raise UserError(path, f"weights do not fit the model architecture: {detail}",
+                        "use a checkpoint written by this version of shapecount") from None
+    return model.to(device).eval(), cfg, ckpt
+
+
+def final_metrics(model, cfg: Config, val: GSNData, device) -> tuple[dict, tuple[torch.Tensor, torch.Tensor]]:
+    """Metrics of the given weights on val: with TTA if configured, and always the single-view figures."""
+    single = engine.evaluate(model, val.images, val.counts.float(), cfg, device, tta=False)
+    final = engine.evaluate(model, val.images, val.counts.float(), cfg, device, tta=True) if cfg.tta else single
+    outputs = final.pop("outputs")
+    single.pop("outputs", None)
+    metrics = {k: v for k, v in final.items()}
+    metrics["single_view"] = {k: single[k] for k in ("loss", "top1_accuracy", "macro_f1", "pair_accuracy",
+                                                      "rmse", "mae", "count_decoded_accuracy")}
+    metrics["tta"] = cfg.tta
+    metrics["n_val"] = len(val)
+    return metrics, outputs
+
+
+def write_run_outputs(out: Path, model, cfg: Config, val: GSNData, device, extra: dict,
+                      optimizer=None, epoch: int = 0) -> dict:
+    """Final evaluation -> metrics.json, predictions.csv, checkpoint.pt and plots."""
+    from shapecount import plots  # deferred: matplotlib import costs ~1 s, not needed for training start
+
+    metrics, (log_probs, pred_counts) = final_metrics(model, cfg, val, device)
+    metrics = {"experiment": cfg.experiment, "lambda_cnt": cfg.lambda_cnt, "cls_weight": cfg.cls_weight,
+               **metrics, **extra}
+    write_predictions(out / "predictions.csv", val, log_probs, pred_counts)
+    save_checkpoint(out / "checkpoint.pt", model, optimizer, cfg, epoch, metrics)
+    fileio.write_json(out / "metrics.json", _json_safe(metrics))
+    images = {n: val.images[i].numpy() for i, n in enumerate(val.names)}
+    plots.make_run_plots(out, images=images)
+    return metrics
+
+
+def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, progress: bool = True,
+                   force: bool = False) -> dict:
+    """Train one configuration on the official split and write its run folder. Returns metrics."""
+    out = prepare_out_dir(out, force)
+    t0 = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    train, val = split(data)
+    train, val = limit(train, cfg.limit_train), limit(val, cfg.limit_val)
+    fileio.write_json(out / "config.json", cfg.to_dict())
+    gen = engine.seed_everything(cfg.seed)
+    device = engine.pick_device(cfg.device)
+    model = build_model(cfg).to(device)
+    fileio.write_text(out / "model.txt", describe(model))
+    log(f"[{cfg.experiment}] {len(train)} train / {len(val)} val images on {device}; "
+        f"cls_weight={cfg.cls_weight} lambda_cnt={cfg.lambda_cnt}; up to {cfg.epochs} epochs, "
+        f"patience {cfg.patience} on {cfg.resolved_monitor()}")
+    rows: list[list] = []
+
+    def on_epoch(row: dict) -> None:
+        rows.append([row[c] for c in HISTORY_COLUMNS])
+        # history.csv is rewritten whole each epoch (atomic), so a crash leaves the epochs done so far.
+        fileio.write_csv(out / "history.csv", HISTORY_COLUMNS, rows)
+        mark = " *" if row["improved"] else ""
+        log(f"[{cfg.experiment}] epoch {row['epoch']:3d}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
+            f"top1 {row['val_top1']:.3f}  rmse {row['val_rmse']:.3f}  {row['seconds']:.1f}s "
+            f"({row['train_images_per_s']:.0f} img/s){mark}")
+
+    result = engine.fit(model, train.images, train.counts.float(), val.images, val.counts.float(), cfg, device,
+                        gen, on_epoch=on_epoch, progress=progress)
+    extra = {"epochs": result["epochs"], "best_epoch": result["best_epoch"], "monitor": result["monitor"],
+             "n_train": len(train), "train_seconds": result["train_seconds"]}
+    extra["runtime_s"] = time.perf_counter() - t0
+    metrics = write_run_outputs(out, model, cfg, val, device, extra, result["optimizer"], result["epochs"])
+    metrics["runtime_s"] = time.perf_counter() - t0
+    fileio.write_json(out / "metrics.json", _json_safe(metrics))
+    log(f"[{cfg.experiment}] done in {metrics['runtime_s']:.0f}s: best epoch {metrics['best_epoch']}, "
+        f"top1 {metrics['top1_accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}, pair {metrics['pair_accuracy']:.3f}, "
+        f"rmse {metrics['rmse']:.3f}, mae {metrics['mae']:.3f}, count-decoded {metrics['count_decoded_accuracy']:.3f} "
+        f"-> {out}")
+    return metrics
+
+
+def evaluate_checkpoint(checkpoint: Path, data: GSNData, out: Path, force: bool = False,
+                        device_name: str = "auto") -> dict:
+    """Rebuild metrics, predictions and plots of a checkpoint on the official validation split."""
+    device = engine.pick_device(device_name)
+    model, cfg, ckpt = load_checkpoint(checkpoint, device)
+    out = prepare_out_dir(out, force)
+    _, val = split(data)
+    val = limit(val, cfg.limit_val)
+    fileio.write_json(out / "config.json", cfg.to_dict())
+    fileio.write_text(out / "model.txt", describe(model))
+    old = ckpt.get("metrics", {})
+    extra = {k: old.get(k) for k in ("epochs", "best_epoch", "monitor", "n_train", "train_seconds", "runtime_s")}
+    history = Path(checkpoint).parent / "history.csv"
+    if history.is_file() and history.resolve() != (out / "history.csv").resolve():
+        fileio.write_text(out / "history.csv", history.read_text())
+    return write_run_outputs(out, model, cfg, val, device, extra, None, int(ckpt.get("epoch", 0)))
+
+
+def reproduce(data: GSNData, out: Path, recipe: str = "protocol", overrides: dict | None = None,
+              experiments: tuple[str, ...] = ("classification", "regression", "multitask"),
+              command: str = "", log: Log = _stderr, progress: bool = True, force: bool = False) -> dict:
+    """EDA, the three experiments, comparison and report, all under `out`."""
+    from shapecount import eda, report
+
+    out = Path(out)
+    if out.exists() and not force and (out / "runs.json").exists():
+        raise UserError(out, "already holds a reproduce run", "choose another --out, or pass --force")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    cfgs = {e: make_config(e, recipe, overrides) for e in experiments}  # validate all before any work
+    log(f"EDA -> {out / 'eda'}")
+    eda.run_eda(data, out / "eda")
+    runs, results = [], {}
+    for name, cfg in cfgs.items():
+        results[name] = run_experiment(cfg, data, out / name, log=log, progress=progress, force=True)
+        runs.append({"name": name, "dir": name, "label": f"{name} (lambda={cfg.lambda_cnt:g})"})
+    info = {"runs": runs, "command": command, "machine": machine_description(),
+            "date": _dt.date.today().isoformat(), "wall_s": time.perf_counter() - t0, "recipe": recipe}
+    fileio.write_json(out / "runs.json", info)
+    report.compare(out)
+    md, html = report.write_report(out)
+    info["wall_s"] = time.perf_counter() - t0
+    fileio.write_json(out / "runs.json", info)
+    log(f"reproduce done in {info['wall_s']:.0f}s -> {md} and {html}")
+    return {"results": results, **info}
+
+
+def cfg_from_run(run_dir: Path) -> Config:
+    import json
+
+    return config_from_dict(json.loads((Path(run_dir) / "config.json").read_text()))

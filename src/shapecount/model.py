@@ -1,0 +1,63 @@
+"""The network: the assignment's fixed backbone and two configurable heads. No I/O, no optimizer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from shapecount.labels import NUM_CLASSES, NUM_TYPES
+
+FEATURES = 256
+
+
+def make_backbone() -> nn.Sequential:
+    """Fixed by the assignment; a test pins the layer list and its 12,869,696 parameters."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, stride=1, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=1, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=1, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=1, padding=1), nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(64 * 28 * 28, FEATURES), nn.ReLU(),
+    )
+
+
+def make_head(out: int, hidden: int, dropout1: float, dropout2: float, log_softmax: bool) -> nn.Sequential:
+    """The report's head: Dropout, Linear(256, hidden), SiLU, Dropout, Linear(hidden, out) [, LogSoftmax]."""
+    layers: list[nn.Module] = [
+        nn.Dropout(dropout1), nn.Linear(FEATURES, hidden), nn.SiLU(), nn.Dropout(dropout2), nn.Linear(hidden, out),
+    ]
+    if log_softmax:
+        layers.append(nn.LogSoftmax(dim=1))
+    return nn.Sequential(*layers)
+
+
+class ShapeCountNet(nn.Module):
+    """forward(x: (N, 1, 28, 28) float in [0, 1]) -> (log_probs (N, 135), counts (N, 6))."""
+
+    def __init__(self, head_hidden: int = 64, head_dropout1: float = 0.3, head_dropout2: float = 0.1) -> None:
+        super().__init__()
+        self.backbone = make_backbone()
+        self.cls_head = make_head(NUM_CLASSES, head_hidden, head_dropout1, head_dropout2, log_softmax=True)
+        self.cnt_head = make_head(NUM_TYPES, head_hidden, head_dropout1, head_dropout2, log_softmax=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.backbone(x)
+        return self.cls_head(z), self.cnt_head(z)
+
+
+def build_model(cfg) -> ShapeCountNet:
+    return ShapeCountNet(cfg.head_hidden, cfg.head_dropout1, cfg.head_dropout2)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def describe(model: ShapeCountNet) -> str:
+    """Module tree and parameter counts, written to model.txt and shown in the report."""
+    lines = [str(model), "", "parameters:"]
+    for name in ("backbone", "cls_head", "cnt_head"):
+        lines.append(f"  {name:<9} {count_parameters(getattr(model, name)):>12,}")
+    lines.append(f"  {'total':<9} {count_parameters(model):>12,}")
+    return "\n".join(lines) + "\n"

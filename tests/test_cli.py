@@ -1,0 +1,140 @@
+"""End to end through `shapecount.cli.main` on a tiny synthetic dataset: every file, every error path."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import write_gsn_dir
+from shapecount.cli import main
+
+RUN_FILES = ["config.json", "history.csv", "metrics.json", "predictions.csv", "model.txt", "checkpoint.pt",
+             "plots/loss.png", "plots/top1.png", "plots/rmse.png", "plots/confusion_135.png",
+             "plots/confusion_pairs.png", "plots/count_confusion.png", "plots/worst_errors.png"]
+METRIC_KEYS = ["loss", "top1_accuracy", "macro_f1", "pair_accuracy", "rmse", "mae", "rmse_per_type",
+               "mae_per_type", "count_decoded_accuracy", "epochs", "best_epoch", "runtime_s"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_gsn_dir(tmp_path_factory.mktemp("tiny") / "gsn", n=80)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "mt"
+    rc = main(["train", "--data", str(tiny), "--experiment", "multitask", "--epochs", "2", "--out", str(out),
+               "--no-progress", "--set", "batch_size=16"])
+    assert rc == 0
+    return out
+
+
+def test_train_writes_every_file(trained):
+    for f in RUN_FILES:
+        assert (trained / f).is_file(), f
+    m = json.loads((trained / "metrics.json").read_text())
+    for k in METRIC_KEYS:
+        assert k in m, k
+    assert set(m["rmse_per_type"]) == {"squares", "circles", "up", "right", "down", "left"}
+    assert m["epochs"] == 2 and 1 <= m["best_epoch"] <= 2 and m["n_val"] == 8
+    with open(trained / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and rows[0]["epoch"] == "1" and float(rows[0]["lr"]) == 1e-3
+    with open(trained / "predictions.csv") as f:
+        reader = csv.DictReader(f)
+        preds = list(reader)
+    assert reader.fieldnames[:15] == ["name", "squares", "circles", "up", "right", "down", "left", "true_class",
+                                      "pred_class", "pred_squares", "pred_circles", "pred_up", "pred_right",
+                                      "pred_down", "pred_left"]
+    assert len(preds) == 8 and preds[0]["name"] == "img_00072.png"  # the last 10% of the files
+    top1 = sum(p["true_class"] == p["pred_class"] for p in preds) / len(preds)
+    assert top1 == pytest.approx(m["top1_accuracy"])
+    cfg = json.loads((trained / "config.json").read_text())
+    assert cfg["epochs"] == 2 and cfg["batch_size"] == 16 and cfg["lambda_cnt"] == 5
+
+
+def test_refuses_to_overwrite_a_run(trained, tiny, capsys):
+    rc = main(["train", "--data", str(tiny), "--epochs", "1", "--out", str(trained), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "already holds a run" in err and "--force" in err and err.count("\n") == 1
+
+
+def test_evaluate_rebuilds_the_same_metrics(trained, tiny, tmp_path):
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--checkpoint", str(trained / "checkpoint.pt"), "--data", str(tiny),
+                 "--out", str(out)]) == 0
+    a = json.loads((trained / "metrics.json").read_text())
+    b = json.loads((out / "metrics.json").read_text())
+    for k in ("top1_accuracy", "macro_f1", "rmse", "mae", "count_decoded_accuracy"):
+        assert a[k] == pytest.approx(b[k], abs=1e-6), k
+    assert (out / "plots" / "confusion_135.png").is_file()
+
+
+def test_predict_csv_and_json(trained, tiny, capsys):
+    assert main(["predict", "--checkpoint", str(trained / "checkpoint.pt"), str(tiny / "img_00000.png"),
+                 "--format", "json", "--top-k", "2"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 1 and len(rows[0]["top_k"]) == 2 and set(rows[0]["counts"]) >= {"squares", "left"}
+    assert main(["predict", "--checkpoint", str(trained / "checkpoint.pt"), str(tiny)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("file,class_id,class_name,pair") and len(out) == 1 + 80
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["train", "--out", "X", "--set", "nope=1"], "unknown config key 'nope'"),
+    (["train", "--out", "X", "--experiment", "both"], "unknown experiment"),
+    (["train", "--out", "X", "--epochs", "0"], "epochs must be >= 1"),
+    (["train", "--out", "X", "--data", "/does/not/exist"], "/does/not/exist"),
+    (["predict", "--checkpoint", "/no/ckpt.pt", "a.png"], "checkpoint not found"),
+    (["train"], "--out"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_options_one_line_exit_2(argv, expect, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) if argv[0] == "frobnicate" or argv == ["train"] else _nullctx():
+        rc = main(argv)
+        assert rc == 2
+    err = capsys.readouterr().err
+    assert expect in err and err.startswith("error:") and err.count("\n") == 1 and "Traceback" not in err
+
+
+class _nullctx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def test_predict_rejects_bad_images(trained, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png at all")
+    assert main(["predict", "--checkpoint", str(trained / "checkpoint.pt"), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.png" in err and err.count("\n") == 1
+    assert main(["predict", "--checkpoint", str(bad), str(bad)]) == 2
+    assert "not a readable shapecount checkpoint" in capsys.readouterr().err
+
+
+def test_module_entry_point_and_labels_table():
+    r = subprocess.run([sys.executable, "-m", "shapecount", "labels"], capture_output=True, text=True, check=True)
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2 + 135 and "| 0 | 0 | 1 square + 9 circles |" in lines[2]
+
+
+def test_reproduce_quick_end_to_end(tiny, tmp_path):
+    out = tmp_path / "rep"
+    assert main(["reproduce", "--quick", "--data", str(tiny), "--out", str(out), "--no-progress",
+                 "--epochs", "1"]) == 0
+    for exp in ("classification", "regression", "multitask"):
+        for f in RUN_FILES:
+            assert (out / exp / f).is_file(), (exp, f)
+    assert (out / "eda" / "class_histogram.png").is_file()
+    assert (out / "comparison" / "results.md").is_file()
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and (out / "report.md").is_file()
+    runs = json.loads((out / "runs.json").read_text())
+    assert [r["name"] for r in runs["runs"]] == ["classification", "regression", "multitask"]

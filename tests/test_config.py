@@ -1,0 +1,44 @@
+import json
+
+import pytest
+
+from shapecount.config import (Config, ConfigError, apply_overrides, config_from_dict, make_config, parse_set)
+
+
+def test_presets():
+    assert make_config("classification").lambda_cnt == 0
+    r = make_config("regression")
+    assert r.cls_weight == 0 and r.lambda_cnt == 1 and r.resolved_monitor() == "val_rmse"
+    m = make_config("multitask")
+    assert m.lambda_cnt == 5 and m.lr == 1e-3 and m.batch_size == 64 and m.eval_batch_size == 1000
+    assert m.epochs == 100 and m.patience == 15 and m.seed == 1 and m.resolved_monitor() == "val_top1"
+
+
+def test_overrides_typed_and_strict():
+    cfg = make_config("multitask", overrides=parse_set(["lr=0.002", "epochs=3", "bf16=true"]))
+    assert cfg.lr == 0.002 and cfg.epochs == 3 and cfg.bf16 is True
+    with pytest.raises(ConfigError, match="unknown config key 'learning_rate'"):
+        make_config(overrides={"learning_rate": 1})
+    with pytest.raises(ConfigError, match="epochs expects int"):
+        make_config(overrides={"epochs": "ten"})
+    with pytest.raises(ConfigError, match="probability"):
+        make_config(overrides={"aug_hflip": 2})
+    with pytest.raises(ConfigError):
+        make_config("nonsense")
+    with pytest.raises(ConfigError):
+        parse_set(["noequals"])
+    with pytest.raises(ConfigError):
+        Config(cls_weight=0, lambda_cnt=0)
+
+
+def test_round_trip_through_json():
+    cfg = make_config("regression", "quick", {"seed": 7})
+    again = config_from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    bad = cfg.to_dict() | {"config_version": 999}
+    with pytest.raises(ConfigError, match="version"):
+        config_from_dict(bad)
+
+
+def test_apply_overrides_accepts_dashes():
+    assert apply_overrides({}, {"lambda-cnt": "2"}) == {"lambda_cnt": 2.0}

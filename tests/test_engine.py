@@ -1,0 +1,93 @@
+import torch
+
+from shapecount import engine
+from shapecount.config import make_config
+from shapecount.model import build_model
+
+
+def test_early_stopping_max_and_min():
+    m = torch.nn.Linear(2, 2)
+    es = engine.EarlyStopping("val_top1", patience=2)
+    assert es.mode == "max"
+    assert es.step(0.5, 1, m) and not es.should_stop
+    assert not es.step(0.4, 2, m)
+    assert es.step(0.6, 3, m) and es.best_epoch == 3
+    assert not es.step(0.6, 4, m)  # ties do not count as improvement
+    assert not es.step(0.1, 5, m) and es.should_stop
+    es2 = engine.EarlyStopping("val_rmse", patience=1)
+    assert es2.mode == "min" and es2.step(1.0, 1, m) and es2.step(0.9, 2, m) and not es2.step(0.95, 3, m)
+
+
+def test_restore_best_weights():
+    m = torch.nn.Linear(2, 2)
+    es = engine.EarlyStopping("val_loss", patience=5)
+    es.step(1.0, 1, m)
+    best = m.weight.detach().clone()
+    with torch.no_grad():
+        m.weight.add_(1)
+    es.step(2.0, 2, m)
+    es.restore(m)
+    assert torch.equal(m.weight, best)
+
+
+def test_epoch_indices_expansion():
+    g = torch.Generator().manual_seed(0)
+    idx, aug = engine.epoch_indices(10, 0, g)
+    assert sorted(idx.tolist()) == list(range(10)) and aug.all()
+    idx, aug = engine.epoch_indices(10, 2, g)
+    assert len(idx) == 30 and int((~aug).sum()) == 10
+    assert sorted(idx[~aug].tolist()) == list(range(10))  # every original exactly once
+
+
+def test_cosine_schedule_shape():
+    cfg = make_config(overrides={"schedule": "cosine", "warmup_epochs": 1, "epochs": 4})
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = engine.make_scheduler(opt, cfg, steps_per_epoch=10)
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 0.1 and lrs[9] == 1.0 and lrs[-1] < 0.01
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def _tiny_tensors(n=48, seed=0):
+    from shapecount import labels
+
+    g = torch.Generator().manual_seed(seed)
+    counts = labels.class_count_table()[torch.randint(0, 135, (n,), generator=g)]
+    images = ((torch.rand(n, 28, 28, generator=g) > 0.8) * 255).to(torch.uint8)
+    return images, counts
+
+
+def test_fit_is_deterministic_and_learns():
+    images, counts = _tiny_tensors()
+    cfg = make_config("multitask", overrides={"epochs": 3, "batch_size": 16, "tta": False})
+
+    def run():
+        gen = engine.seed_everything(cfg.seed)
+        model = build_model(cfg)
+        res = engine.fit(model, images, counts, images[:16], counts[:16], cfg, torch.device("cpu"), gen,
+                         progress=False)
+        return res["history"]
+
+    h1, h2 = run(), run()
+    assert [r["train_loss"] for r in h1] == [r["train_loss"] for r in h2]
+    assert [r["val_top1"] for r in h1] == [r["val_top1"] for r in h2]
+    assert h1[-1]["train_loss"] < h1[0]["train_loss"]
+
+
+def test_predict_tta_equivariant_model_matches_single_view():
+    """TTA over the symmetries of an image that is itself symmetric and labelled symmetric gives the same
+    argmax as a single view; and TTA output is a normalised distribution."""
+    cfg = make_config(overrides={"tta": True})
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    images, _ = _tiny_tensors(10)
+    lp, cnt = engine.predict(model, images, torch.device("cpu"), batch_size=4, tta=True)
+    assert lp.shape == (10, 135) and cnt.shape == (10, 6)
+    assert torch.allclose(lp.exp().sum(1), torch.ones(10), atol=1e-4)
+    lp1, _ = engine.predict(model, images, torch.device("cpu"), batch_size=4, tta=False)
+    lp1b, _ = engine.predict(model, images, torch.device("cpu"), batch_size=10, tta=False)
+    assert torch.allclose(lp1, lp1b, atol=1e-5)  # eval batch size does not change results
