@@ -4,7 +4,6 @@ import csv
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -125,6 +124,7 @@ def test_module_entry_point_and_labels_table():
     assert len(lines) == 2 + 135 and "| 0 | 0 | 1 square + 9 circles |" in lines[2]
 
 
+@pytest.mark.slow
 def test_reproduce_quick_end_to_end(tiny, tmp_path):
     out = tmp_path / "rep"
     assert main(["reproduce", "--quick", "--data", str(tiny), "--out", str(out), "--no-progress",
@@ -138,3 +138,17 @@ def test_reproduce_quick_end_to_end(tiny, tmp_path):
     assert "data:image/png;base64," in html and (out / "report.md").is_file()
     runs = json.loads((out / "runs.json").read_text())
     assert [r["name"] for r in runs["runs"]] == ["classification", "regression", "multitask"]
+
+
+@pytest.mark.slow
+def test_reproduce_refuses_reuse_then_resumes(tiny, tmp_path, capsys):
+    out = tmp_path / "rep"
+    argv = ["reproduce", "--quick", "--data", str(tiny), "--out", str(out), "--no-progress", "--epochs", "1"]
+    assert main(argv) == 0
+    before = (out / "multitask" / "metrics.json").read_text()
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(argv + ["--resume"]) == 0
+    assert "already complete" in capsys.readouterr().err
+    assert (out / "multitask" / "metrics.json").read_text() == before  # finished runs are kept, not redone

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from shapecount.config import (Config, ConfigError, apply_overrides, config_from_dict, make_config, parse_set)
+from shapecount.config import Config, ConfigError, apply_overrides, config_from_dict, make_config, parse_set
 
 
 def test_presets():

@@ -252,6 +252,20 @@ def test_unsafe_zip_entries(gsn_zip: Path, entry: str, attr: int, reason: str) -
     assert f"gsn.zip:{entry}" in msg and "unsafe zip entry" in msg and reason in msg
 
 
+@pytest.mark.parametrize("damage", ["encrypted", "bad crc"])
+def test_unreadable_zip_member(gsn_dir: Path, tmp_path: Path, damage: str) -> None:
+    z = zip_dir(gsn_dir, tmp_path / "m.zip")
+    raw = bytearray(z.read_bytes())
+    if damage == "encrypted":  # set the "encrypted" flag in the central directory: zipfile wants a password
+        central = raw.rindex(b"data/img_00003.png") - 46
+        raw[central + 8] |= 0x1
+    else:  # flip a byte of the compressed data
+        raw[raw.index(b"data/img_00003.png") + 40] ^= 0xFF
+    z.write_bytes(bytes(raw))
+    msg = load_error(z)
+    assert "m.zip:data/img_00003.png" in msg and "cannot be read from the zip" in msg
+
+
 def test_not_a_zip(tmp_path: Path) -> None:
     fake = tmp_path / "data.zip"
     fake.write_text("<html>not a zip</html>")

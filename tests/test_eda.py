@@ -54,6 +54,13 @@ def test_run_eda_writes_every_file(gsn_dir: Path, tmp_path: Path) -> None:
     assert "| count | squares |" in (out / "count_table.md").read_text()
 
 
+def test_summary_lists_warnings(gsn_dir: Path, tmp_path: Path) -> None:
+    data = D.load_gsn(str(gsn_dir), progress=False)
+    data.warnings.append("3 of 40 images have gray values other than 0 and 255")
+    res = eda.run_eda(data, tmp_path / "eda")
+    assert res["warnings"] == 1 and "3 of 40 images" in (tmp_path / "eda" / "summary.md").read_text()
+
+
 def test_example_indices_cover_pairs(gsn_dir: Path) -> None:
     data = D.load_gsn(str(gsn_dir), progress=False)
     idx = eda.example_indices(data, 24)

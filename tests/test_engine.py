@@ -1,3 +1,5 @@
+import itertools
+
 import torch
 
 from shapecount import engine
@@ -49,7 +51,7 @@ def test_cosine_schedule_shape():
         opt.step()
         sched.step()
     assert lrs[0] == 0.1 and lrs[9] == 1.0 and lrs[-1] < 0.01
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
 
 
 def _tiny_tensors(n=48, seed=0):

@@ -101,3 +101,18 @@ def test_decode_counts_nearest_valid():
     # an invalid rounding (sum 11) is projected onto a valid label
     assert labels.decode_counts(torch.tensor([[3.4, 7.4, 0, 0, 0, 0.2]])).item() == labels.counts_to_class(
         [3, 7, 0, 0, 0, 0])
+
+
+def test_docs_table_is_current():
+    """docs/labels.md is the output of `shapecount labels`; regenerate it if the mapping ever changes."""
+    import contextlib
+    import io
+    from pathlib import Path
+
+    from shapecount.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["labels"]) == 0
+    doc = (Path(__file__).parent.parent / "docs" / "labels.md").read_text()
+    assert buf.getvalue() in doc

@@ -12,8 +12,8 @@ import pytest
 from shapecount import labels, plots
 from shapecount.config import make_config
 
-HISTORY_COLS = ("epoch,train_loss,train_loss_cls,train_loss_cnt,val_loss,val_loss_cls,val_loss_cnt,val_top1,"
-                "val_rmse,val_mae,lr,seconds").split(",")
+HISTORY_COLS = ["epoch", "train_loss", "train_loss_cls", "train_loss_cnt", "val_loss", "val_loss_cls", "val_loss_cnt",
+                "val_top1", "val_rmse", "val_mae", "lr", "seconds"]
 PRED_COLS = (["name", *labels.TYPES, "true_class", "pred_class", *(f"pred_{t}" for t in labels.TYPES),
               "pred_class_from_counts", "confidence"])
 DEFAULT_METRICS = {
@@ -65,7 +65,9 @@ def make_run_folder(run_dir: Path, experiment: str = "multitask", n: int = 50, e
          **DEFAULT_METRICS[experiment], "macro_f1_classes": 40,
          "per_pair_accuracy": {labels.pair_name(p): round(0.5 + 0.03 * p, 4) for p in range(labels.NUM_PAIRS)},
          "rmse_per_type": {t: 0.3 for t in labels.TYPES}, "mae_per_type": {t: 0.2 for t in labels.TYPES},
-         "single_view": {"top1_accuracy": 0.8, "macro_f1": 0.79, "rmse": 0.33},
+         "single_view": {"loss": 1.0, "top1_accuracy": 0.8, "macro_f1": 0.79, "pair_accuracy": 0.9, "rmse": 0.33,
+                         "mae": 0.2, "count_decoded_accuracy": 0.6543},
+         "lambda_cnt": cfg.lambda_cnt, "cls_weight": cfg.cls_weight, "monitor": cfg.resolved_monitor(),
          "tta": cfg.tta, "epochs": epochs, "best_epoch": epochs - 1, "runtime_s": 123.456, "n_train": 9000,
          "n_val": 1000, **(metrics or {})}
     (run_dir / "metrics.json").write_text(json.dumps(m, indent=2))

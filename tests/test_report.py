@@ -48,7 +48,8 @@ def make_reproduce(out: Path, runs: tuple[str, ...] = tuple(RUNS), runs_json: bo
         for f in ("class_histogram.png", "examples.png", "pair_balance.png"):
             _png(d / f, 200)
         (d / "summary.md").write_text("# Dataset summary\n\n- 10000 images (9000 train, 1000 val)\n"
-                                      "- every image has exactly **two** shape types\n")
+                                      "- every image has exactly **two** shape types\n\n"
+                                      "![examples](examples.png)\n")
         (d / "count_table.md").write_text("| type | images | mean count |\n|---|---|---|\n| squares | 3301 | 5.02 |\n")
         (d / "count_table.csv").write_text("type,images,mean\nsquares,3301,5.02\n")
         (d / "pair_balance.csv").write_text("pair,train,val\nsquares + circles,611,67\n")
@@ -130,9 +131,11 @@ def test_report_sections_numbers_and_html(tmp_path: Path) -> None:
     # runs.json, EDA, architecture, augmentation facts
     assert "shapecount reproduce --out OUT" in md and "test-box 2 cores" in md and "2031-02-03" in md
     assert "Dataset summary" in md and "3301" in md and "squares + circles" in md
+    assert "](eda/examples.png)" in md  # summary.md's own figure paths are rebased
     assert "parameters: backbone 123,456" in md
     assert "up-triangles -> left-triangles" in md and "right-triangles <-> left-triangles" in md
     assert "Test-time augmentation: the final metrics average" in md
+    assert "| 0.654 ‡ | 0.704 ‡ |" in md  # regression-only: TTA effect on the count-decoded accuracy
     # discussion: computed difference and binomial std on n_val
     d = m["multitask"]["top1_accuracy"] - m["classification"]["top1_accuracy"]
     assert f"{d:+.3f}" in md
@@ -153,7 +156,7 @@ def test_report_sections_numbers_and_html(tmp_path: Path) -> None:
     assert "<table>" in page and "<pre><code>" in page
 
     class Check(HTMLParser):
-        void = {"img", "meta", "br", "hr", "link", "input"}
+        void = frozenset({"img", "meta", "br", "hr", "link", "input"})
 
         def __init__(self) -> None:
             super().__init__()
@@ -253,3 +256,38 @@ def test_write_report_makes_missing_run_plots(tmp_path: Path) -> None:
     assert names == set(plots.PLOT_FILES)
     md = (tmp_path / "report.md").read_text()
     assert "multitask/plots/confusion_135.png" in md
+
+
+def test_empty_files_and_regression_without_decoded_column(tmp_path: Path) -> None:
+    make_reproduce(tmp_path)
+    header = (tmp_path / "classification" / "predictions.csv").read_text().splitlines()[0]
+    (tmp_path / "classification" / "predictions.csv").write_text(header + "\n")
+    (tmp_path / "classification" / "history.csv").write_text("")
+    # a regression run without pred_class_from_counts is decoded from its pred_* columns
+    reg = tmp_path / "regression" / "predictions.csv"
+    with open(reg, newline="") as f:
+        rows = list(csv.DictReader(f))
+    cols = [c for c in rows[0] if c != "pred_class_from_counts"]
+    with open(reg, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    res = report.compare(tmp_path)
+    r = {x["run"]: x for x in res["rows"]}
+    dec = np.array([int(x["pred_class_from_counts"]) for x in rows])
+    true = np.array([int(x["true_class"]) for x in rows])
+    assert r["regression"]["pair_accuracy"] == pytest.approx(np.mean(dec // 9 == true // 9))
+    md = report.write_report(tmp_path, make_plots=False)[0].read_text()
+    assert "Run 'classification' has no (or an incomplete) predictions.csv" in md
+    assert "no (or an empty) history.csv" in md
+
+
+def test_eda_table_not_repeated_when_summary_holds_it(tmp_path: Path) -> None:
+    make_reproduce(tmp_path, runs=(), runs_json=False)
+    d = tmp_path / report.EDA_DIR
+    table = (d / "count_table.md").read_text()
+    (d / "summary.md").write_text("# EDA\n\n## Images per count and type\n\n" + table)
+    md = report.write_report(tmp_path, make_plots=False)[0].read_text()
+    assert md.count("| squares | 3301 | 5.02 |") == 1
+    assert "part of the EDA summary above" in md
+    assert "#### Images per count and type" in md  # summary.md headings demoted below the report's

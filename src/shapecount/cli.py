@@ -11,7 +11,7 @@ from pathlib import Path
 
 from shapecount import __version__
 from shapecount.config import ConfigError, dumps, make_config, parse_set
-from shapecount.errors import UserError
+from shapecount.errors import TrainingError, UserError
 from shapecount.labels import LabelError
 
 EXIT_USAGE = 2
@@ -45,7 +45,7 @@ def _config_args(p: argparse.ArgumentParser, experiment: bool = True) -> None:
 
 def _overrides(args: argparse.Namespace) -> dict:
     ov = {}
-    for key in ("lambda_cnt", "epochs", "patience", "seed", "device", "threads", "bf16"):
+    for key in ("lambda_cnt", "epochs", "patience", "seed", "device", "threads", "bf16", "deterministic"):
         v = getattr(args, key, None)
         if v is not None:
             ov[key] = v
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(t)
     t.add_argument("--out", required=True, type=Path)
     t.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    t.add_argument("--deterministic", action="store_true", default=None,
+                   help="CUDA: deterministic kernels (CPU is deterministic already)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     ev = sub.add_parser("evaluate", help="rebuild metrics, predictions and plots from a checkpoint")
@@ -94,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-tta", action="store_true", help="single view (default: the run's tta setting)")
     pr.add_argument("--device", default="auto")
 
+    b = sub.add_parser("bench", help="throughput: a typical pipeline vs ours, GEMM peak, eval speed")
+    _data_arg(b)
+    b.add_argument("--steps", type=int, default=30, help="timed training steps per pipeline")
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--threads", type=int, default=0)
+    b.add_argument("--compile", action="store_true", help="also time torch.compile (slow first steps)")
+    b.add_argument("--skip-typical", action="store_true")
+    b.add_argument("--json", type=Path, help="write the results here")
+
     rp = sub.add_parser("report", help="rebuild the comparison and report.md/report.html of a reproduce folder")
     rp.add_argument("folder", type=Path, help="the --out folder of `shapecount reproduce`")
 
@@ -102,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(r, experiment=False)
     r.add_argument("--out", required=True, type=Path)
     r.add_argument("--quick", action="store_true", help="short schedule for smoke tests and demos (recipe quick)")
-    r.add_argument("--force", action="store_true")
+    r.add_argument("--force", action="store_true", help="overwrite an existing reproduce folder")
+    r.add_argument("--resume", action="store_true",
+                   help="keep finished experiments, continue an interrupted one, redo comparison and report")
     r.add_argument("--no-progress", action="store_true")
     return p
 
@@ -111,9 +125,7 @@ def cmd_data_check(args) -> int:
     from shapecount import data
 
     ds = data.load_gsn(args.data)
-    print(data.format_summary(data.summary(ds)))
-    for w in ds.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+    print(data.format_summary(data.summary(ds)))  # warnings are listed in the summary
     return 0
 
 
@@ -149,7 +161,8 @@ def cmd_train(args) -> int:
 
     cfg = make_config(args.experiment, args.recipe, _overrides(args))
     ds = data.load_gsn(args.data)
-    experiments.run_experiment(cfg, ds, args.out, progress=not args.no_progress, force=args.force)
+    experiments.run_experiment(cfg, ds, args.out, progress=not args.no_progress, force=args.force,
+                               resume=args.resume)
     return 0
 
 
@@ -182,7 +195,7 @@ def cmd_reproduce(args) -> int:
     ds = data.load_gsn(args.data)
     command = "shapecount " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     experiments.reproduce(ds, args.out, recipe, overrides, command=command, progress=not args.no_progress,
-                          force=args.force)
+                          force=args.force, resume=args.resume)
     return 0
 
 
@@ -191,13 +204,20 @@ def cmd_report(args) -> int:
 
     if not args.folder.is_dir():
         raise UserError(args.folder, "no such folder", "pass the --out folder of `shapecount reproduce`")
-    report.compare(args.folder)
-    md, html = report.write_report(args.folder)
+    md, html = report.write_report(args.folder)  # also rebuilds comparison/
     print(f"wrote {md} and {html}")
     return 0
 
 
-COMMANDS = {"report": cmd_report, "eda": cmd_eda, "labels": cmd_labels, "config": cmd_config, "train": cmd_train,
+def cmd_bench(args) -> int:
+    from shapecount import bench
+
+    if args.steps < 1 or args.batch_size < 1 or args.threads < 0:
+        raise UserError("bench", "--steps and --batch-size must be >= 1, --threads >= 0", "fix the option")
+    return bench.main(args)
+
+
+COMMANDS = {"report": cmd_report, "bench": cmd_bench, "eda": cmd_eda, "labels": cmd_labels, "config": cmd_config, "train": cmd_train,
             "evaluate": cmd_evaluate, "predict": cmd_predict, "reproduce": cmd_reproduce}
 
 
@@ -213,11 +233,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        hint = (" (the last complete epoch is kept: run the same command with --resume to continue)"
+                if args.command in ("train", "reproduce") else "")
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `shapecount predict ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except TrainingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except RuntimeError as e:
         if "CUDA" in str(e) or "--device" in str(e):
             print(f"error: {e}", file=sys.stderr)

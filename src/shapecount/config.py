@@ -57,6 +57,7 @@ class Config:
     device: str = "auto"
     threads: int = 0  # 0: torch's default (all cores)
     bf16: bool = False
+    deterministic: bool = False  # CUDA: deterministic kernels (CPU runs are deterministic already)
     limit_train: int = 0  # >0: use only the first N training images (tests, demos)
     limit_val: int = 0
 

@@ -231,7 +231,8 @@ def png_size(raw: bytes, where: str) -> tuple[int, int]:
 
 
 # What PIL raises on damaged PNG data (DecompressionBombError derives from none of the others).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error, Image.DecompressionBombError)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error,
+                  Image.DecompressionBombError)
 
 
 def decode_png(raw: bytes, where: str) -> np.ndarray:
@@ -394,9 +395,10 @@ def _zip_source(raw_zip: bytes, where: str, display: str) -> _Source:
                             _FIX_IMAGE)
         try:
             return zf.read(info)
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
+        # RuntimeError: encrypted entry; NotImplementedError: a compression method zipfile lacks.
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, NotImplementedError) as e:
             raise DataError(f"{where}:{entry}", f"cannot be read from the zip: {_one_line(e)}",
-                            "re-download the zip") from None
+                            "use an unencrypted zip (deflate or stored), e.g. re-download it") from None
 
     labels_raw = member(LABELS_NAME, "")
     names, counts = parse_labels(labels_raw, f"{where}:{prefix}{LABELS_NAME}")

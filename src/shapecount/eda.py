@@ -8,6 +8,7 @@ written atomically (temp name, then os.replace).
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -181,13 +182,13 @@ def facts(data: GSNData) -> dict[str, Any]:
         "least_frequent_class": least, "least_frequent_name": L.class_name(least),
         "least_frequent_images": int(hist[least]),
         "images_per_present_class_mean": round(float(hist[present].mean()), 1) if present.size else 0.0,
-        "non_binary_warnings": len(data.warnings),
+        "warnings": len(data.warnings),
         "sha256": data.sha256, "labels_sha256": data.labels_sha256,
     }
 
 
 def summary_markdown(f: dict[str, Any], table: np.ndarray, train: np.ndarray, val: np.ndarray,
-                     source: str) -> str:
+                     source: str, warnings: Sequence[str] = ()) -> str:
     never = [str(k) for k in range(1, table.shape[0]) if table[k].sum() == 0]
     counts = f"- Non-zero counts range {f['count_min']}..{f['count_max']}"
     if never:
@@ -206,11 +207,11 @@ def summary_markdown(f: dict[str, Any], table: np.ndarray, train: np.ndarray, va
         f"- Images: {f['images']}; official split: {f['train']} train (first), {f['val']} validation (last)",
         f"- {f['classes_present']} of {L.NUM_CLASSES} classes occur; {f['classes_absent']} never do",
         counts, most, least, pairs,
-        f"- Warnings: {f['non_binary_warnings']}",
+        f"- Warnings: {len(warnings)}",
+        *[f"  - {w}" for w in warnings],
         "",
-        "## Images per count and type (count_table.csv)",
-        "",
-        _markdown_table(["count", *L.TYPES], _count_table_rows(table)),
+        # The report embeds this file and adds the figures and count_table.md itself, so neither is repeated.
+        "Tables: count_table.md (images per count and type), class_counts.csv, pair_balance.csv.",
         "Figures: class_histogram.png, examples.png, pair_balance.png.",
         "",
     ]
@@ -238,6 +239,7 @@ def run_eda(data: GSNData, out_dir: Path) -> dict[str, Any]:
             out / "pair_balance.csv", ["pair_id", "pair", "train", "val", "train_share", "val_share"],
             [[p, L.pair_name(p), int(train[p]), int(val[p]), round(float(train[p] / max(train.sum(), 1)), 4),
               round(float(val[p] / max(val.sum(), 1)), 4)] for p in range(L.NUM_PAIRS)]),
-        "summary.md": write_text(out / "summary.md", summary_markdown(f, table, train, val, data.source)),
+        "summary.md": write_text(out / "summary.md",
+                                 summary_markdown(f, table, train, val, data.source, data.warnings)),
     }
     return {**f, "out_dir": str(out), "files": {k: str(v) for k, v in files.items()}}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import random
 import sys
 import time
@@ -42,6 +43,15 @@ def pick_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for but no CUDA device is available (use --device cpu)")
     return torch.device(name)
+
+
+def set_deterministic(on: bool, device: torch.device) -> None:
+    """CPU training here is deterministic for a given thread count already. On CUDA, cuDNN picks kernels by
+    benchmark and some backward kernels use atomics: `on` asks for deterministic ones (a bit slower)."""
+    if on and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True)
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -204,18 +214,60 @@ class EarlyStopping:
             model.load_state_dict(self.best_state)
 
 
+def capture_state(model: nn.Module, optimizer, scheduler, stopper: EarlyStopping, gen: torch.Generator,
+                  history: list[dict], epoch: int) -> dict:
+    """Everything needed to continue after `epoch` exactly as if never stopped (CPU): weights, optimizer and
+    scheduler state, every RNG the loop draws from, early-stopping state and the history so far."""
+    return {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng_torch": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "rng_gen": gen.get_state(),
+        "stopper": {"best": stopper.best, "best_epoch": stopper.best_epoch, "bad_epochs": stopper.bad_epochs,
+                    "best_state": stopper.best_state},
+        "history": history,
+    }
+
+
+def restore_state(state: dict, model: nn.Module, optimizer, scheduler, stopper: EarlyStopping,
+                  gen: torch.Generator) -> tuple[int, list[dict]]:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng_torch"])
+    if state.get("rng_cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    gen.set_state(state["rng_gen"])
+    st = state["stopper"]
+    stopper.best, stopper.best_epoch, stopper.bad_epochs = st["best"], st["best_epoch"], st["bad_epochs"]
+    stopper.best_state = st["best_state"]
+    return int(state["epoch"]), list(state["history"])
+
+
 def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor, val_images: torch.Tensor,
         val_counts: torch.Tensor, cfg, device: torch.device, gen: torch.Generator,
-        on_epoch: Callable[[dict], None] | None = None, progress: bool = True) -> dict[str, object]:
+        on_epoch: Callable[[dict, Callable[[], dict]], None] | None = None, progress: bool = True,
+        resume: dict | None = None) -> dict[str, object]:
     """Train with early stopping on the validation set; restores the best weights. Returns
-    {'history': [per-epoch dicts], 'best_epoch', 'epochs', 'optimizer', 'train_seconds'}."""
+    {'history': [per-epoch dicts], 'best_epoch', 'epochs', 'optimizer', 'train_seconds'}.
+
+    on_epoch(row, state) is called after every epoch; state() captures the full training state (for a resume
+    checkpoint; the caller decides where it goes). resume: such a state, to continue after its epoch."""
     optimizer = make_optimizer(model, cfg)
     steps = math.ceil(len(train_images) * (cfg.aug_copies + 1) / cfg.batch_size)
     scheduler = make_scheduler(optimizer, cfg, steps)
     stopper = EarlyStopping(cfg.resolved_monitor(), cfg.patience)
     history: list[dict] = []
+    done = 0
+    if resume is not None:
+        done, history = restore_state(resume, model, optimizer, scheduler, stopper, gen)
     t0 = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(done + 1, cfg.epochs + 1):
+        if stopper.should_stop:  # a run resumed after its last epoch
+            break
         t_epoch = time.perf_counter()
         tr = train_one_epoch(model, optimizer, scheduler, train_images, train_counts, cfg, gen, device,
                              desc=f"epoch {epoch}/{cfg.epochs}", progress=progress)
@@ -233,7 +285,7 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
         row["train_images_per_s"] = tr["train_images_per_s"]
         history.append(row)
         if on_epoch:
-            on_epoch(row)
+            on_epoch(row, lambda e=epoch: capture_state(model, optimizer, scheduler, stopper, gen, history, e))
         if stopper.should_stop:
             break
     stopper.restore(model)

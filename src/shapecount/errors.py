@@ -17,3 +17,7 @@ class UserError(Exception):
 
 class DataError(UserError):
     """The dataset (labels.csv, images, zip, URL) is missing or malformed."""
+
+
+class TrainingError(RuntimeError):
+    """Training could not go on (a non-finite loss); the message says where the last good state is."""

@@ -15,7 +15,7 @@ import torch
 from shapecount import engine, fileio, labels
 from shapecount.config import Config, config_from_dict, make_config
 from shapecount.data import GSNData, split
-from shapecount.errors import UserError
+from shapecount.errors import TrainingError, UserError
 from shapecount.model import build_model, describe
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_loss_cls", "train_loss_cnt", "val_loss", "val_loss_cls",
@@ -23,6 +23,10 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "train_loss_cls", "train_loss_cnt", "v
 PRED_COLUMNS = (["name", *labels.TYPES, "true_class", "pred_class"] + [f"pred_{t}" for t in labels.TYPES]
                 + ["pred_class_from_counts", "confidence"])
 CHECKPOINT_FORMAT = "shapecount-checkpoint-v1"
+RESUME_FORMAT = "shapecount-resume-v1"
+RESUME_FILE = "last.pt"
+# Fields that may differ between an interrupted run and its resumption: they do not change the maths on CPU.
+RUNTIME_FIELDS = ("device", "threads")
 RUN_MARKERS = ("metrics.json", "history.csv", "checkpoint.pt")
 Log = Callable[[str], None]
 
@@ -31,13 +35,14 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def prepare_out_dir(out: Path, force: bool) -> Path:
+def prepare_out_dir(out: Path, force: bool, resume: bool = False) -> Path:
     """Refuse to mix a new run into an old one unless asked: results must never be silently overwritten."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(out, "exists and is not a folder", "choose another --out")
-    if not force and any((out / m).exists() for m in RUN_MARKERS):
-        raise UserError(out, "already holds a run", "choose another --out, or pass --force to overwrite")
+    if not (force or resume) and any((out / m).exists() for m in (*RUN_MARKERS, RESUME_FILE)):
+        raise UserError(out, "already holds a run", "choose another --out, pass --resume to continue it, "
+                        "or --force to overwrite")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -151,11 +156,43 @@ def write_run_outputs(out: Path, model, cfg: Config, val: GSNData, device, extra
     return metrics
 
 
+def load_resume_state(out: Path, cfg: Config) -> dict | None:
+    """The state saved after the last complete epoch of an interrupted run in `out`, checked against cfg."""
+    path = out / RESUME_FILE
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file must not be trusted
+        raise UserError(path, f"cannot be read ({type(e).__name__}): not a complete resume checkpoint",
+                        "delete it to start the run again from scratch") from None
+    if not isinstance(saved, dict) or saved.get("format") != RESUME_FORMAT:
+        raise UserError(path, "is not a shapecount resume checkpoint", "delete it, or choose another --out")
+    old, new = dict(saved["config"]), cfg.to_dict()
+    diff = [k for k in new if k not in RUNTIME_FIELDS and old.get(k, new[k]) != new[k]]
+    if diff:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff[:4])
+        raise UserError(out, f"--resume with a different config ({shown})",
+                        "resume with the options of the interrupted run, or start a new --out")
+    return saved
+
+
 def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, progress: bool = True,
-                   force: bool = False) -> dict:
-    """Train one configuration on the official split and write its run folder. Returns metrics."""
-    out = prepare_out_dir(out, force)
-    t0 = time.perf_counter()
+                   force: bool = False, resume: bool = False) -> dict:
+    """Train one configuration on the official split and write its run folder. Returns metrics.
+
+    After every epoch the full training state goes to last.pt (atomically), so `resume=True` continues an
+    interrupted run from its last complete epoch, with the same result as an uninterrupted run on CPU."""
+    out = prepare_out_dir(out, force, resume)
+    if resume and (out / "metrics.json").is_file() and not (out / RESUME_FILE).exists():
+        log(f"[{cfg.experiment}] already complete in {out}: kept")
+        import json
+
+        return json.loads((out / "metrics.json").read_text())
+    saved = load_resume_state(out, cfg) if resume else None
+    if force and not resume:
+        (out / RESUME_FILE).unlink(missing_ok=True)
+    t0 = time.perf_counter() - (saved["elapsed_s"] if saved else 0.0)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     train, val = split(data)
@@ -163,30 +200,40 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
     fileio.write_json(out / "config.json", cfg.to_dict())
     gen = engine.seed_everything(cfg.seed)
     device = engine.pick_device(cfg.device)
+    engine.set_deterministic(cfg.deterministic, device)
     model = build_model(cfg).to(device)
     fileio.write_text(out / "model.txt", describe(model))
+    state = saved["state"] if saved else None
+    start = f", resuming after epoch {state['epoch']}" if state else ""
     log(f"[{cfg.experiment}] {len(train)} train / {len(val)} val images on {device}; "
         f"cls_weight={cfg.cls_weight} lambda_cnt={cfg.lambda_cnt}; up to {cfg.epochs} epochs, "
-        f"patience {cfg.patience} on {cfg.resolved_monitor()}")
-    rows: list[list] = []
+        f"patience {cfg.patience} on {cfg.resolved_monitor()}{start}")
+    rows: list[list] = [[r[c] for c in HISTORY_COLUMNS] for r in (state["history"] if state else [])]
 
-    def on_epoch(row: dict) -> None:
+    def on_epoch(row: dict, capture) -> None:
         rows.append([row[c] for c in HISTORY_COLUMNS])
         # history.csv is rewritten whole each epoch (atomic), so a crash leaves the epochs done so far.
         fileio.write_csv(out / "history.csv", HISTORY_COLUMNS, rows)
+        payload = {"format": RESUME_FORMAT, "config": cfg.to_dict(), "state": capture(),
+                   "elapsed_s": time.perf_counter() - t0}
+        fileio.atomic_write(out / RESUME_FILE, lambda p: torch.save(payload, p))
         mark = " *" if row["improved"] else ""
         log(f"[{cfg.experiment}] epoch {row['epoch']:3d}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
             f"top1 {row['val_top1']:.3f}  rmse {row['val_rmse']:.3f}  {row['seconds']:.1f}s "
             f"({row['train_images_per_s']:.0f} img/s){mark}")
 
-    result = engine.fit(model, train.images, train.counts.float(), val.images, val.counts.float(), cfg, device,
-                        gen, on_epoch=on_epoch, progress=progress)
+    try:
+        result = engine.fit(model, train.images, train.counts.float(), val.images, val.counts.float(), cfg,
+                            device, gen, on_epoch=on_epoch, progress=progress, resume=state)
+    except FloatingPointError as e:
+        raise TrainingError(f"{out}: training diverged: {e}; the last good epoch is kept in "
+                            f"{out / RESUME_FILE}") from None
     extra = {"epochs": result["epochs"], "best_epoch": result["best_epoch"], "monitor": result["monitor"],
-             "n_train": len(train), "train_seconds": result["train_seconds"]}
-    extra["runtime_s"] = time.perf_counter() - t0
+             "n_train": len(train)}
     metrics = write_run_outputs(out, model, cfg, val, device, extra, result["optimizer"], result["epochs"])
     metrics["runtime_s"] = time.perf_counter() - t0
     fileio.write_json(out / "metrics.json", _json_safe(metrics))
+    (out / RESUME_FILE).unlink(missing_ok=True)  # the run is complete: checkpoint.pt holds the result
     log(f"[{cfg.experiment}] done in {metrics['runtime_s']:.0f}s: best epoch {metrics['best_epoch']}, "
         f"top1 {metrics['top1_accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}, pair {metrics['pair_accuracy']:.3f}, "
         f"rmse {metrics['rmse']:.3f}, mae {metrics['mae']:.3f}, count-decoded {metrics['count_decoded_accuracy']:.3f} "
@@ -214,13 +261,17 @@ def evaluate_checkpoint(checkpoint: Path, data: GSNData, out: Path, force: bool 
 
 def reproduce(data: GSNData, out: Path, recipe: str = "protocol", overrides: dict | None = None,
               experiments: tuple[str, ...] = ("classification", "regression", "multitask"),
-              command: str = "", log: Log = _stderr, progress: bool = True, force: bool = False) -> dict:
-    """EDA, the three experiments, comparison and report, all under `out`."""
+              command: str = "", log: Log = _stderr, progress: bool = True, force: bool = False,
+              resume: bool = False) -> dict:
+    """EDA, the three experiments, comparison and report, all under `out`. With resume, finished experiments
+    are kept and an interrupted one continues from its last complete epoch."""
     from shapecount import eda, report
 
     out = Path(out)
-    if out.exists() and not force and (out / "runs.json").exists():
-        raise UserError(out, "already holds a reproduce run", "choose another --out, or pass --force")
+    started = any((out / e).is_dir() for e in experiments) or (out / "runs.json").exists()
+    if out.exists() and started and not (force or resume):
+        raise UserError(out, "already holds a reproduce run",
+                        "choose another --out, pass --resume to continue it, or --force to start over")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     cfgs = {e: make_config(e, recipe, overrides) for e in experiments}  # validate all before any work
@@ -228,13 +279,13 @@ def reproduce(data: GSNData, out: Path, recipe: str = "protocol", overrides: dic
     eda.run_eda(data, out / "eda")
     runs, results = [], {}
     for name, cfg in cfgs.items():
-        results[name] = run_experiment(cfg, data, out / name, log=log, progress=progress, force=True)
+        results[name] = run_experiment(cfg, data, out / name, log=log, progress=progress, force=not resume,
+                                       resume=resume)
         runs.append({"name": name, "dir": name, "label": f"{name} (lambda={cfg.lambda_cnt:g})"})
-    info = {"runs": runs, "command": command, "machine": machine_description(),
+    info = {"runs": runs, "command": command, "resumed": resume, "machine": machine_description(),
             "date": _dt.date.today().isoformat(), "wall_s": time.perf_counter() - t0, "recipe": recipe}
     fileio.write_json(out / "runs.json", info)
-    report.compare(out)
-    md, html = report.write_report(out)
+    md, html = report.write_report(out)  # also writes comparison/
     info["wall_s"] = time.perf_counter() - t0
     fileio.write_json(out / "runs.json", info)
     log(f"reproduce done in {info['wall_s']:.0f}s -> {md} and {html}")

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from shapecount import labels
+from shapecount import fileio, labels
 
 PLOTS_DIR = "plots"
 PLOT_FILES = ("loss.png", "top1.png", "rmse.png", "confusion_135.png", "confusion_pairs.png",
@@ -40,17 +39,7 @@ _STR_COLS = {"name"}
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write `data` to `path` via a temp file in the same folder and os.replace (no half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return fileio.atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
@@ -134,9 +123,19 @@ def head_flags(config: Mapping[str, Any] | None, metrics: Mapping[str, Any] | No
 def effective_pred_class(preds: Mapping[str, np.ndarray], class_head: bool) -> np.ndarray:
     """The class a run predicts: the class head's argmax, or for a run whose class head was not trained
     (regression-only) the class decoded from its count head."""
-    if not class_head and "pred_class_from_counts" in preds:
-        return preds["pred_class_from_counts"]
+    if not class_head:
+        if "pred_class_from_counts" in preds:
+            return preds["pred_class_from_counts"]
+        if all(c in preds for c in PRED_TYPE_COLS):
+            return decode_counts(pred_counts(preds))
     return preds["pred_class"]
+
+
+def decode_counts(pc: np.ndarray) -> np.ndarray:
+    """Nearest valid class (L2) to each predicted count vector, as labels.decode_counts, in numpy."""
+    table = np.array([labels.class_to_counts(k) for k in range(labels.NUM_CLASSES)], dtype=float)
+    d = ((np.nan_to_num(pc)[:, None, :] - table[None]) ** 2).sum(axis=2)
+    return d.argmin(axis=1).astype(np.int64)
 
 
 def confusion(true: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from shapecount import labels, plots
+from shapecount import labels, metrics, plots
 
 DEFAULT_RUNS = ("classification", "regression", "multitask")
 EDA_DIR = "eda"
@@ -144,14 +145,16 @@ def discover_runs(out: Path) -> tuple[list[Run], dict[str, Any] | None, list[str
         run = Run(name, run_dir, label, plots.load_json(run_dir / "config.json"), metrics)
         if run.config is None:
             notes.append(f"Run '{name}' has no config.json: its setup is inferred from metrics.json.")
-        if (run_dir / "history.csv").is_file():
-            run.history = plots.load_history(run_dir)
+        hist = plots.load_history(run_dir) if (run_dir / "history.csv").is_file() else {}
+        if hist and len(next(iter(hist.values()))):
+            run.history = hist
         else:
-            notes.append(f"Run '{name}' has no history.csv: no curves for it.")
-        if (run_dir / "predictions.csv").is_file():
-            run.preds = plots.load_predictions(run_dir)
+            notes.append(f"Run '{name}' has no (or an empty) history.csv: no curves for it.")
+        preds = plots.load_predictions(run_dir) if (run_dir / "predictions.csv").is_file() else {}
+        if len(preds.get("true_class", [])) and "pred_class" in preds:
+            run.preds = preds
         else:
-            notes.append(f"Run '{name}' has no predictions.csv: no error analysis for it.")
+            notes.append(f"Run '{name}' has no (or an incomplete) predictions.csv: no error analysis for it.")
         if label == name and run.lambda_cnt is not None and run.cfg("experiment") == name:
             run.label = f"{name} (lambda={run.lambda_cnt:g})"
         runs.append(run)
@@ -162,13 +165,9 @@ def discover_runs(out: Path) -> tuple[list[Run], dict[str, Any] | None, list[str
 
 def macro_f1(true: np.ndarray, pred: np.ndarray) -> float:
     """Macro F1 over the classes present in `true` (the convention of shapecount.metrics)."""
-    cm = plots.confusion(true, pred, labels.NUM_CLASSES)
-    tp = np.diag(cm).astype(float)
-    support = cm.sum(axis=1)
-    denom = 2 * tp + (cm.sum(axis=0) - tp) + (support - tp)
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    present = support > 0
-    return float(f1[present].mean()) if present.any() else math.nan
+    if len(true) == 0:
+        return math.nan
+    return metrics.macro_f1(torch.as_tensor(pred, dtype=torch.long), torch.as_tensor(true, dtype=torch.long))[0]
 
 
 def per_pair_from_predictions(true: np.ndarray, pred: np.ndarray) -> list[float]:
@@ -459,14 +458,24 @@ def _eda(out: Path) -> list[str]:
     if not d.is_dir():
         return ["> Not available: no `eda/` folder.", ""]
     s = []
+    summary = ""
     if (d / "summary.md").is_file():
-        s += [_demote((d / "summary.md").read_text(encoding="utf-8"), 2)]
+        summary = (d / "summary.md").read_text(encoding="utf-8")
+        text = _demote(summary, 2)
+        # figure paths in summary.md are relative to eda/; the report lives one folder up
+        text = re.sub(r"!\[(.*?)\]\((?![a-z]+:|/)(.*?)\)", rf"![\1]({EDA_DIR}/\2)", text)
+        s += [text]
     else:
         s += ["> `eda/summary.md` is missing.", ""]
     s += ["### Class histogram", "", _fig(out, f"{EDA_DIR}/class_histogram.png", "Images per class (135 classes)")]
     s += ["### Counts per type", ""]
     if (d / "count_table.md").is_file():
-        s += [_demote((d / "count_table.md").read_text(encoding="utf-8"), 3)]
+        table = (d / "count_table.md").read_text(encoding="utf-8")
+        rows = [ln.strip() for ln in table.splitlines() if ln.strip().startswith("|")]
+        if rows and all(r in summary for r in rows[:3]):
+            s += ["(The table is part of the EDA summary above.)", ""]
+        else:
+            s += [_demote(table, 3)]
     elif (d / "count_table.csv").is_file():
         s += [_csv_to_md(d / "count_table.csv")]
     else:
@@ -600,13 +609,14 @@ def _results(out: Path, runs: list[Run], rows: list[dict]) -> list[str]:
         t = []
         for r, row in sv:
             v = r.metrics["single_view"]
-            t.append([r.label, fmt(_num(v.get("top1_accuracy"))) if r.class_head else NOT_TRAINED_CLS,
-                      fmt(_num(r.metrics.get("top1_accuracy"))) if r.class_head else NOT_TRAINED_CLS,
+            key = "top1_accuracy" if r.class_head else "count_decoded_accuracy"
+            mark = "" if r.class_head else " ‡"
+            t.append([r.label, fmt(_num(v.get(key))) + mark, fmt(_num(r.metrics.get(key))) + mark,
                       fmt(_num(v.get("rmse"))) if r.count_head else NOT_TRAINED_CNT,
                       fmt(_num(r.metrics.get("rmse"))) if r.count_head else NOT_TRAINED_CNT])
         s += ["### Test-time augmentation", "", md_table(["run", "top-1 single view", "top-1 with TTA",
                                                           "RMSE single view", "RMSE with TTA"], t),
-              "", "(top-1 here is the class head's; ‡/† as above.)", ""]
+              "", "(‡: count-decoded accuracy of a run without a trained class head; † as above.)", ""]
     s += ["### Per-pair accuracy", "", per_pair_md(runs)]
     s += ["### Validation curves", "", _fig(out, f"{COMPARISON_DIR}/curves.png", "Validation curves of all runs")]
     for r in runs:
@@ -811,7 +821,7 @@ def _discussion(runs: list[Run], rows: list[dict]) -> list[str]:
     s += ["", "### Caveat", "",
           ("Every number comes from a single training run (one seed) evaluated on one validation split. The binomial "
           "std sqrt(p(1-p)/n) above only covers the sampling of validation images; seed-to-seed variation of "
-          "training is not measured and is typically of the same order or larger, so differences within about "
+          "training is not measured and can be of the same order or larger, so differences within about "
           "two std should not be read as real effects.")]
     stds = [f"{r['label']} {fmt(_std(r['top1'], r['n_val']))}" for r in rows if r["top1"] is not None and r["n_val"]]
     if stds:

@@ -1,0 +1,207 @@
+"""`shapecount bench`: training/eval throughput of a typical pipeline vs ours, on the same machine, in one run.
+
+(a) typical: PIL decode per item in __getitem__, per-item augmentation, DataLoader, fp32, plain Adam.
+(b) ours: decoded-once uint8 tensors, batched label-aware augmentation, fused Adam, optional bf16 / compile.
+Also: per-step time split (data / forward / backward / optimizer), eval images/s, and achieved GFLOP/s against
+the machine's GEMM peak measured here (fp32 and bf16). Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import torch
+
+from shapecount import augment, engine, labels
+from shapecount.config import make_config
+from shapecount.data import GSNDataset, load_gsn, resolve_source
+from shapecount.losses import multitask_loss
+from shapecount.model import ShapeCountNet
+
+
+def model_flops_per_image() -> dict[str, int]:
+    """Multiply-adds of one forward pass x 2 = FLOPs; training ~ 3x forward (forward + 2 backward GEMMs)."""
+    m = ShapeCountNet()
+    macs = 0
+    for layer in m.modules():
+        if isinstance(layer, torch.nn.Conv2d):
+            macs += 28 * 28 * layer.in_channels * layer.out_channels * 9
+        elif isinstance(layer, torch.nn.Linear):
+            macs += layer.in_features * layer.out_features
+    return {"forward": 2 * macs, "train": 6 * macs}
+
+
+def gemm_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    """Best GFLOP/s of an n x n matmul on this machine and thread count: the ceiling we compare against."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def _typical_transform(image: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-item random symmetry, as public solutions do it (Python RNG, one image at a time)."""
+    k, flip = random.randrange(4), random.random() < 0.5
+    return augment.dihedral(image, k, flip), labels.permute_counts(counts, labels.dihedral_perm(k, flip))
+
+
+def _extract(source: str, folder: Path) -> Path:
+    """The typical pipeline reads PNG files from a folder: unpack the zip once (outside the timing)."""
+    p = Path(source)
+    if p.is_dir():
+        return p
+    with zipfile.ZipFile(p) as z:
+        z.extractall(folder)  # the archive already passed load_gsn's safety checks
+    return next(q.parent for q in folder.rglob("labels.csv"))
+
+
+def bench_typical(folder: Path, steps: int, batch: int) -> dict:
+    torch.manual_seed(0)
+    ds = GSNDataset(folder, transform=_typical_transform)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=0)
+    model = ShapeCountNet().train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    times = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    it = iter(loader)
+    n = 0
+    for step in range(steps + 2):
+        t0 = time.perf_counter()
+        x, y, c = next(it)
+        t1 = time.perf_counter()
+        lp, pc = model(x)
+        loss = multitask_loss(lp, pc, y, c, 1.0, 5.0)["loss"]
+        t2 = time.perf_counter()
+        opt.zero_grad()
+        loss.backward()
+        t3 = time.perf_counter()
+        opt.step()
+        t4 = time.perf_counter()
+        if step >= 2:  # warm-up steps excluded
+            for k, v in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                times[k] += v
+            n += len(x)
+    total = sum(times.values())
+    return {"images_per_s": n / total, "ms_per_step": {k: 1000 * v / steps for k, v in times.items()}}
+
+
+def bench_ours(data, steps: int, batch: int, bf16: bool, compile_: bool) -> dict:
+    cfg = make_config("multitask", overrides={"batch_size": batch, "bf16": bf16})
+    gen = engine.seed_everything(0)
+    model = ShapeCountNet().train()
+    step_model = torch.compile(model) if compile_ else model
+    opt = engine.make_optimizer(model, cfg)
+    spec = augment.AugmentSpec.from_config(cfg)
+    dev = torch.device("cpu")
+    times = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    idx = torch.randperm(len(data.images), generator=gen)
+    n = 0
+    t_compile = time.perf_counter()
+    for step in range(steps + 3):
+        if step == 3:
+            t_compile = time.perf_counter() - t_compile
+        t0 = time.perf_counter()
+        b = idx[(step * batch) % (len(idx) - batch):][:batch]
+        x = engine.to_input(data.images[b], dev)
+        c = data.counts[b].float()
+        x, c = augment.augment_batch(x, c, spec, gen)
+        y = labels.counts_to_class_batch(c)
+        t1 = time.perf_counter()
+        with engine.autocast(dev, bf16):
+            lp, pc = step_model(x)
+        loss = multitask_loss(lp, pc, y, c, 1.0, 5.0)["loss"]
+        t2 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = time.perf_counter()
+        opt.step()
+        t4 = time.perf_counter()
+        if step >= 3:
+            for k, v in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                times[k] += v
+            n += len(x)
+    total = sum(times.values())
+    return {"images_per_s": n / total, "ms_per_step": {k: 1000 * v / steps for k, v in times.items()},
+            "warmup_s": t_compile}
+
+
+def bench_eval(data, bf16: bool, batch: int) -> dict:
+    model = ShapeCountNet()
+    val = data.images[-1000:]
+    engine.predict(model, val[:batch], torch.device("cpu"), batch, bf16=bf16)  # warm-up
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        engine.predict(model, val, torch.device("cpu"), batch, bf16=bf16)
+        best = min(best, time.perf_counter() - t)
+    return {"seconds_1000": best, "images_per_s": len(val) / best, "batch": batch, "bf16": bf16}
+
+
+def run(args) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    source = resolve_source(args.data)
+    t = time.perf_counter()
+    data = load_gsn(source, progress=False)
+    load_s = time.perf_counter() - t
+    flops = model_flops_per_image()
+    res: dict = {"threads": torch.get_num_threads(), "torch": str(torch.__version__), "steps": args.steps,
+                 "batch": args.batch_size, "dataset_load_s": load_s, "flops_per_image": flops}
+    res["gemm_peak_gflops"] = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.skip_typical:
+            res["typical"] = bench_typical(_extract(source, Path(tmp)), args.steps, args.batch_size)
+    variants = [("fp32", False, False), ("bf16", True, False)]
+    if args.compile:
+        variants.append(("bf16+compile", True, True))
+    res["ours"] = {name: bench_ours(data, args.steps, args.batch_size, bf16, comp) for name, bf16, comp in variants}
+    for name, r in res["ours"].items():
+        dtype = "bf16" if "bf16" in name else "fp32"
+        r["gflops"] = r["images_per_s"] * flops["train"] / 1e9
+        r["fraction_of_peak"] = r["gflops"] / res["gemm_peak_gflops"][dtype]
+        if "typical" in res:
+            r["ratio_vs_typical"] = r["images_per_s"] / res["typical"]["images_per_s"]
+    res["eval"] = {"fp32_b1000": bench_eval(data, False, 1000), "bf16_b250": bench_eval(data, True, 250),
+                   "fp32_b250": bench_eval(data, False, 250)}
+    return res
+
+
+def format_table(res: dict) -> str:
+    peak = res["gemm_peak_gflops"]
+    lines = [
+        f"threads {res['threads']}, torch {res['torch']}, batch {res['batch']}, {res['steps']} timed steps",
+        (f"GEMM peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s; "
+         f"model: {res['flops_per_image']['train'] / 1e6:.0f} MFLOP per training image"),
+        (f"{'pipeline':<16}{'img/s':>8}{'data':>8}{'fwd':>8}{'bwd':>8}{'opt':>8}  (ms/step){'GFLOP/s':>10}"
+         f"{'% peak':>8}{'x typ':>7}"),
+    ]
+    rows = ([("typical", res["typical"])] if "typical" in res else []) + list(res["ours"].items())
+    for name, r in rows:
+        ms = r["ms_per_step"]
+        g = r.get("gflops", r["images_per_s"] * res["flops_per_image"]["train"] / 1e9)
+        frac = r.get("fraction_of_peak", g / res["gemm_peak_gflops"]["fp32"])
+        lines.append(f"{name:<16}{r['images_per_s']:>8.0f}{ms['data']:>8.1f}{ms['forward']:>8.1f}"
+                     f"{ms['backward']:>8.1f}{ms['optimizer']:>8.1f}{'':>11}{g:>8.0f}{100 * frac:>7.0f}%"
+                     f"{r.get('ratio_vs_typical', 1.0):>7.2f}")
+    for name, e in res["eval"].items():
+        lines.append(f"eval {name}: {e['seconds_1000']:.3f} s per 1000 images ({e['images_per_s']:.0f} img/s)")
+    lines.append(f"cached dataset load: {res['dataset_load_s']:.2f} s")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    res = run(args)
+    print(format_table(res))
+    if args.json:
+        from shapecount import fileio
+
+        fileio.write_json(args.json, res)
+    return 0

@@ -1,0 +1,149 @@
+"""Resume after a crash gives the same result as never stopping; a diverging loss stops cleanly."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import write_gsn_dir
+from shapecount import engine, experiments
+from shapecount.cli import main
+from shapecount.config import make_config
+from shapecount.data import load_gsn
+from shapecount.errors import UserError
+
+TIMING = {"runtime_s", "eval_seconds", "seconds", "train_seconds"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_gsn_dir(tmp_path_factory.mktemp("tiny") / "gsn", n=60)
+
+
+def cfg(**kw):
+    return make_config("multitask", overrides={"epochs": 4, "patience": 10, "batch_size": 16, "tta": False, **kw})
+
+
+def strip(obj):
+    if isinstance(obj, dict):
+        return {k: strip(v) for k, v in obj.items() if k not in TIMING}
+    return obj
+
+
+def history(run: Path) -> list[dict]:
+    with open(run / "history.csv") as f:
+        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
+
+
+def same_run(a: Path, b: Path) -> None:
+    assert strip(json.loads((a / "metrics.json").read_text())) == strip(json.loads((b / "metrics.json").read_text()))
+    assert history(a) == history(b)
+    assert (a / "predictions.csv").read_text() == (b / "predictions.csv").read_text()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("a") / "run"
+    experiments.run_experiment(cfg(), load_gsn(str(tiny), progress=False), out, progress=False)
+    return out
+
+
+def test_same_command_twice_is_identical(tiny, uninterrupted, tmp_path):
+    experiments.run_experiment(cfg(), load_gsn(str(tiny), progress=False), tmp_path / "b", progress=False)
+    same_run(uninterrupted, tmp_path / "b")
+    assert not (uninterrupted / "last.pt").exists()  # removed once the run is complete
+
+
+def test_interrupt_then_resume_matches(tiny, uninterrupted, tmp_path, monkeypatch):
+    data = load_gsn(str(tiny), progress=False)
+    real = engine.train_one_epoch
+    calls = {"n": 0}
+
+    def flaky(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:  # dies during epoch 3, like Ctrl-C or a crash
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(engine, "train_one_epoch", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        experiments.run_experiment(cfg(), data, tmp_path / "r", progress=False)
+    monkeypatch.setattr(engine, "train_one_epoch", real)
+    saved = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    assert saved["state"]["epoch"] == 2 and len(history(tmp_path / "r")) == 2
+    with pytest.raises(UserError, match="already holds a run"):
+        experiments.run_experiment(cfg(), data, tmp_path / "r", progress=False)
+    experiments.run_experiment(cfg(), data, tmp_path / "r", progress=False, resume=True)
+    same_run(uninterrupted, tmp_path / "r")
+
+
+def test_resume_rejects_other_config_and_broken_state(tiny, tmp_path, monkeypatch):
+    data = load_gsn(str(tiny), progress=False)
+    real = engine.train_one_epoch
+
+    def once(*a, **kw):
+        monkeypatch.setattr(engine, "train_one_epoch", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(engine, "train_one_epoch", once)
+    with pytest.raises(KeyboardInterrupt):
+        experiments.run_experiment(cfg(), data, tmp_path / "r", progress=False)
+    monkeypatch.setattr(engine, "train_one_epoch", real)
+    with pytest.raises(UserError, match=r"different config \(lr: 0.001 -> 0.002"):
+        experiments.run_experiment(cfg(lr=0.002), data, tmp_path / "r", progress=False, resume=True)
+    last = tmp_path / "r" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])  # truncated: never trusted
+    with pytest.raises(UserError, match="not a complete resume checkpoint"):
+        experiments.run_experiment(cfg(), data, tmp_path / "r", progress=False, resume=True)
+
+
+def test_non_finite_loss_stops_with_message(tiny, tmp_path, monkeypatch, capsys):
+    import shapecount.engine as eng
+
+    real = eng.multitask_loss
+    state = {"calls": 0}
+
+    def poisoned(*a, **kw):
+        out = real(*a, **kw)
+        state["calls"] += 1
+        if state["calls"] > 6:  # epoch 1 has 4 steps of 16 (+ 1 eval), so this hits epoch 2
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(eng, "multitask_loss", poisoned)
+    rc = main(["train", "--data", str(tiny), "--out", str(tmp_path / "n"), "--epochs", "4", "--no-progress",
+               "--set", "batch_size=16"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 1 and err.startswith("error:") and "non-finite loss" in err and "epoch 2/4" in err
+    assert "last.pt" in err
+    assert torch.load(tmp_path / "n" / "last.pt", weights_only=True)["state"]["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_matches(tiny, uninterrupted, tmp_path):
+    """A real process killed with SIGKILL mid-epoch, then resumed from the command line."""
+    out = tmp_path / "k"
+    argv = [sys.executable, "-m", "shapecount", "train", "--data", str(tiny), "--out", str(out), "--epochs", "4",
+            "--patience", "10", "--no-progress", "--set", "batch_size=16", "--set", "tta=false"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        if "epoch   2 " in line:  # epoch 2 is saved; kill during epoch 3
+            break
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists()
+    r = subprocess.run(argv + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "resuming after epoch" in r.stderr
+    same_run(uninterrupted, out)
