@@ -20,6 +20,7 @@ import http.client
 import io
 import os
 import re
+import stat
 import struct
 import sys
 import tempfile
@@ -28,7 +29,7 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ from tqdm import tqdm
 from shapecount import labels as L
 from shapecount.errors import DataError
 from shapecount.fileio import atomic_write
+
+try:
+    from lzma import LZMAError as _LZMAError
+except ImportError:  # a Python without lzma: zipfile then refuses LZMA members with a RuntimeError
+    _LZMAError = RuntimeError
 
 DEFAULT_URL = "https://github.com/marcin119a/data/raw/refs/heads/main/data_gsn.zip"
 ENV_DATA = "SHAPECOUNT_DATA"
@@ -86,6 +92,14 @@ def _is_url(source: str) -> bool:
 
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters (newlines included) escaped, so an error naming it stays one line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -157,10 +171,11 @@ def parse_labels(raw: bytes, where: str) -> tuple[list[str], np.ndarray]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(where, f"is not UTF-8 text (byte {e.start})", "save it as UTF-8 CSV") from None
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
+    reader = csv.reader(io.StringIO(text, newline=""))  # newline="": a lone CR ends a line, as csv expects
+    lines = _csv_rows(reader, where)
+    header = next(lines, None)
     while header is not None and not any(f.strip() for f in header):
-        header = next(reader, None)  # tolerate leading blank lines
+        header = next(lines, None)  # tolerate leading blank lines
     if header is None:
         raise DataError(where, "is empty", f"the first line must be the header {','.join(HEADER)}")
     if tuple(f.strip().lower() for f in header) != HEADER:
@@ -169,7 +184,7 @@ def parse_labels(raw: bytes, where: str) -> tuple[list[str], np.ndarray]:
     names: list[str] = []
     rows: list[list[int]] = []
     first_row: dict[str, str] = {}
-    for fields_ in reader:
+    for fields_ in lines:
         if not any(f.strip() for f in fields_):
             continue  # blank lines (e.g. a trailing newline) carry nothing
         row_where = f"{where} row {len(rows) + 1} (line {reader.line_num})"
@@ -185,7 +200,16 @@ def parse_labels(raw: bytes, where: str) -> tuple[list[str], np.ndarray]:
     return names, np.asarray(rows, dtype=np.int64).reshape(-1, L.NUM_TYPES)
 
 
-_UNSAFE_NAME = re.compile(r"[/\\\x00]")
+def _csv_rows(reader: Any, where: str) -> Iterator[list[str]]:
+    """The reader's rows; a CSV syntax error (e.g. a field over csv's size limit) is a DataError."""
+    try:
+        yield from reader
+    except csv.Error as e:
+        raise DataError(f"{where} line {reader.line_num}", f"is not valid CSV: {_one_line(e)}",
+                        "save it as plain CSV, one row per line") from None
+
+
+_UNSAFE_NAME = re.compile(r"[/\\]|" + _CONTROL.pattern)
 
 
 def _parse_row(fields_: list[str], where: str) -> tuple[str, list[int]]:
@@ -194,15 +218,17 @@ def _parse_row(fields_: list[str], where: str) -> tuple[str, list[int]]:
     name = fields_[0].strip()
     # Names are file names next to labels.csv: a path here could read files outside the dataset.
     if not name or name in (".", "..") or _UNSAFE_NAME.search(name):
-        raise DataError(where, f"image name {_one_line(name)!r} is not a plain file name", _FIX_ROW)
+        raise DataError(where, f"image name {name!r} is not a plain file name", _FIX_ROW)
     counts = []
     for type_name, value in zip(L.TYPES, fields_[1:]):
         v = value.strip()
         if not re.fullmatch(r"[+-]?[0-9]+", v):
             raise DataError(where, f"{type_name} count {_one_line(v)!r} is not an integer", _FIX_ROW)
-        c = int(v)
-        if not 0 <= c <= L.TOTAL:
-            raise DataError(where, f"{type_name} count {c} is outside 0..{L.TOTAL}", _FIX_ROW)
+        # int() refuses over 4300 digits; a count that long is out of range anyway
+        c = int(v) if len(v.lstrip("+-").lstrip("0")) <= 9 else None
+        if c is None or not 0 <= c <= L.TOTAL:
+            shown = c if c is not None else f"{v[:12]}... ({len(v)} digits)"
+            raise DataError(where, f"{type_name} count {shown} is outside 0..{L.TOTAL}", _FIX_ROW)
         counts.append(c)
     present = [t for t, c in zip(L.TYPES, counts) if c]
     if len(present) != 2:
@@ -320,9 +346,13 @@ def _dir_source(root: Path) -> _Source:
     def read(name: str, row: str) -> bytes:
         p = folder / name
         try:
-            size = p.stat().st_size
+            info = p.stat()
         except (FileNotFoundError, NotADirectoryError):
             raise DataError(str(p), f"is missing but listed in {LABELS_NAME} {row}", _FIX_IMAGE) from None
+        # a FIFO or a device (e.g. a link to /dev/zero) would block or never end: regular files only
+        if not stat.S_ISREG(info.st_mode):
+            raise DataError(str(p), "cannot be read: not a regular file", _FIX_IMAGE)
+        size = info.st_size
         if size > MAX_IMAGE_BYTES:
             raise DataError(str(p), f"is {size} bytes, too big for a 28x28 PNG", _FIX_IMAGE)
         return _read_bytes(p)
@@ -350,12 +380,13 @@ def _dir_key(src: _Source) -> str:
 def _check_member(info: zipfile.ZipInfo, where: str) -> None:
     name = info.filename
     parts = name.replace("\\", "/").split("/")
+    entry = f"{where}:{_printable(name)}"
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        raise DataError(f"{where}:{name}", "is an unsafe zip entry: an absolute path", "rebuild the zip")
+        raise DataError(entry, "is an unsafe zip entry: an absolute path", "rebuild the zip")
     if ".." in parts:
-        raise DataError(f"{where}:{name}", "is an unsafe zip entry: '..' in its path", "rebuild the zip")
+        raise DataError(entry, "is an unsafe zip entry: '..' in its path", "rebuild the zip")
     if (info.external_attr >> 16) & 0o170000 == 0o120000:
-        raise DataError(f"{where}:{name}", "is an unsafe zip entry: a symbolic link", "rebuild the zip")
+        raise DataError(entry, "is an unsafe zip entry: a symbolic link", "rebuild the zip")
 
 
 def _find_labels_member(zf: zipfile.ZipFile, where: str) -> str:
@@ -368,7 +399,8 @@ def _find_labels_member(zf: zipfile.ZipFile, where: str) -> str:
     if len(tops) == 1:
         return tops[0]
     if tops:
-        raise DataError(where, f"has {LABELS_NAME} in several folders ({', '.join(tops)})", "keep only one")
+        raise DataError(where, f"has {LABELS_NAME} in several folders ({', '.join(map(_printable, tops))})",
+                        "keep only one")
     raise DataError(where, f"has no {LABELS_NAME} at its root or in a top folder",
                     f"use the official GSN zip (data/{LABELS_NAME} + data/img_*.png) or {_FIX_SOURCE}")
 
@@ -381,29 +413,40 @@ def _zip_source(raw_zip: bytes, where: str, display: str) -> _Source:
     for info in zf.infolist():
         _check_member(info, where)
     prefix = _find_labels_member(zf, where)
+    shown = f"{where}:{_printable(prefix)}"  # how errors name a member: <zip>:<folder/><name>
 
     def member(name: str, row: str) -> bytes:
         entry = prefix + name
         try:
             info = zf.getinfo(entry)
         except KeyError:
-            raise DataError(f"{where}:{entry}", f"is missing but listed in {LABELS_NAME} {row}",
+            raise DataError(shown + name, f"is missing but listed in {LABELS_NAME} {row}",
                             _FIX_IMAGE) from None
         limit = MAX_LABELS_BYTES if name == LABELS_NAME else MAX_IMAGE_BYTES
         if info.file_size > limit:
-            raise DataError(f"{where}:{entry}", f"is {info.file_size} bytes uncompressed, over the limit",
+            raise DataError(shown + name, f"is {info.file_size} bytes uncompressed, over the limit",
                             _FIX_IMAGE)
         try:
             return zf.read(info)
-        # RuntimeError: encrypted entry; NotImplementedError: a compression method zipfile lacks.
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, NotImplementedError) as e:
-            raise DataError(f"{where}:{entry}", f"cannot be read from the zip: {_one_line(e)}",
+        # RuntimeError: encrypted entry; NotImplementedError: a compression method zipfile lacks;
+        # OSError also covers corrupt bzip2 data, _LZMAError corrupt LZMA data, ValueError a negative offset.
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, NotImplementedError,
+                _LZMAError, ValueError) as e:
+            raise DataError(shown + name, f"cannot be read from the zip: {_one_line(e)}",
                             "use an unencrypted zip (deflate or stored), e.g. re-download it") from None
 
     labels_raw = member(LABELS_NAME, "")
-    names, counts = parse_labels(labels_raw, f"{where}:{prefix}{LABELS_NAME}")
+    names, counts = parse_labels(labels_raw, shown + LABELS_NAME)
     return _Source(display=display, labels_raw=labels_raw, names=names, counts=counts, read=member,
-                   where=lambda name: f"{where}:{prefix}{name}")
+                   where=lambda name: shown + name)
+
+
+def _is_zip(path: Path) -> bool:
+    """zipfile.is_zipfile, but a damaged end record it raises on (e.g. a multi-disk zip64 locator) is "no"."""
+    try:
+        return zipfile.is_zipfile(path)
+    except (zipfile.BadZipFile, ValueError, struct.error):
+        return False
 
 
 def _locate(source: str, download_options: dict[str, Any]) -> tuple[str, Path]:
@@ -417,7 +460,7 @@ def _locate(source: str, download_options: dict[str, Any]) -> tuple[str, Path]:
         return "dir", path
     if path.name == LABELS_NAME:
         return "dir", path.parent
-    if not zipfile.is_zipfile(path):
+    if not _is_zip(path):
         raise DataError(source, "is not a zip file or a directory", _FIX_SOURCE)
     return "zip", path
 
@@ -452,7 +495,7 @@ def _cached_download_ok(path: Path) -> bool:
     side = _sidecar(path)
     if not (path.is_file() and side.is_file()):
         return False
-    recorded = side.read_text().split()[:1]
+    recorded = side.read_text(errors="replace").split()[:1]  # a damaged sidecar is a mismatch
     return bool(recorded) and recorded[0] == _sha256_file(path)
 
 
@@ -469,7 +512,10 @@ def _fetch(url: str, folder: Path, timeout: float, progress: bool) -> Path:
     from shapecount import __version__
 
     req = urllib.request.Request(url, headers={"User-Agent": f"shapecount/{__version__}"})
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".download-", suffix=".part")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".download-", suffix=".part")
+    except OSError as e:  # not a network error: no retry
+        raise _cache_error(folder, e) from None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -479,7 +525,10 @@ def _fetch(url: str, folder: Path, timeout: float, progress: bool) -> Path:
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False,
                       desc=f"downloading {url.rsplit('/', 1)[-1]}", disable=not progress) as bar:
                 while chunk := resp.read(1 << 16):
-                    out.write(chunk)
+                    try:
+                        out.write(chunk)
+                    except OSError as e:  # e.g. disk full: not a network error, no retry
+                        raise _cache_error(folder, e) from None
                     got += len(chunk)
                     bar.update(len(chunk))
             # urllib returns a short body silently when the server hangs up early; Content-Length tells.
@@ -489,6 +538,11 @@ def _fetch(url: str, folder: Path, timeout: float, progress: bool) -> Path:
         _unlink(tmp)
         raise
     return tmp
+
+
+def _cache_error(folder: Path, err: OSError) -> DataError:
+    return DataError(str(folder), f"cannot hold the download: {_one_line(err.strerror or err)}",
+                     f"set {ENV_CACHE} to a writable folder")
 
 
 def _retryable(err: BaseException) -> bool:
@@ -512,10 +566,13 @@ def download(url: str, *, timeout: float = 30.0, retries: int = 3, backoff: floa
     Up to `retries` retries after network errors, waiting backoff * 1, 2, 4 ... seconds. The file appears
     under its final name only when complete and a valid zip; anything else is deleted."""
     dest = download_path(url)
-    if _cached_download_ok(dest):
-        return dest
-    _unlink(dest, _sidecar(dest))
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if _cached_download_ok(dest):
+            return dest
+        _unlink(dest, _sidecar(dest))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # e.g. SHAPECOUNT_CACHE is a file, or not writable
+        raise _cache_error(dest.parent, e) from None
     tmp: Path | None = None
     for attempt in range(retries + 1):
         if attempt:
@@ -531,7 +588,7 @@ def download(url: str, *, timeout: float = 30.0, retries: int = 3, backoff: floa
                 raise DataError(url, f"could not be downloaded{tries}: {_describe(e)}", _FIX_URL) from None
     assert tmp is not None
     try:
-        if not zipfile.is_zipfile(tmp):
+        if not _is_zip(tmp):
             head = tmp.read_bytes()[:16]
             raise DataError(url, f"did not return a zip file; the download starts with {head!r}",
                             f"use the URL of the raw .zip; {_FIX_URL}")
@@ -539,6 +596,8 @@ def download(url: str, *, timeout: float = 30.0, retries: int = 3, backoff: floa
         # The sidecar first, then the zip: a zip without a matching sidecar is never trusted.
         atomic_write(_sidecar(dest), lambda p: p.write_text(f"{digest}  {dest.name}\n"))
         os.replace(tmp, dest)
+    except OSError as e:
+        raise _cache_error(dest.parent, e) from None
     finally:
         _unlink(tmp)
     return dest
