@@ -54,7 +54,14 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="shapecount", description=__doc__)
+    p = _Parser(prog="shapecount", description="Multitask learning (135-way class + 6 counts) on the GSN shapes "
+                "dataset: data checks, EDA, training, evaluation, prediction and reports.",
+                epilog="examples:\n  shapecount data check --data data_gsn.zip\n"
+                       "  shapecount train --experiment multitask --out runs/mt\n"
+                       "  shapecount reproduce --quick --out runs/quick\n"
+                       "  shapecount predict --checkpoint runs/mt/checkpoint.pt img.png\n"
+                       "Errors are one line `error: ...` with exit code 2.",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"shapecount {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -75,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one experiment into a run folder")
     _data_arg(t)
     _config_args(t)
-    t.add_argument("--out", required=True, type=Path)
+    t.add_argument("--out", required=True, type=Path, help="run folder to write (see docs/run_folder.md)")
     t.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     t.add_argument("--deterministic", action="store_true", default=None,
@@ -112,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="EDA + the three experiments + comparison + report")
     _data_arg(r)
     _config_args(r, experiment=False)
-    r.add_argument("--out", required=True, type=Path)
+    r.add_argument("--out", required=True, type=Path, help="folder for eda/, one run folder per experiment, report")
     r.add_argument("--quick", action="store_true", help="short schedule for smoke tests and demos (recipe quick)")
     r.add_argument("--force", action="store_true", help="overwrite an existing reproduce folder")
     r.add_argument("--resume", action="store_true",

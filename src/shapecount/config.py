@@ -111,7 +111,7 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Any]] = {
 # tests; it is not meant to be accurate.
 RECIPES: dict[str, dict[str, Any]] = {
     "protocol": {},
-    "quick": {"epochs": 3, "patience": 3, "tta": False},
+    "quick": {"epochs": 2, "patience": 2, "tta": False},
 }
 
 
