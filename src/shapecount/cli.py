@@ -224,7 +224,8 @@ def cmd_bench(args) -> int:
     return bench.main(args)
 
 
-COMMANDS = {"report": cmd_report, "bench": cmd_bench, "eda": cmd_eda, "labels": cmd_labels, "config": cmd_config, "train": cmd_train,
+COMMANDS = {"report": cmd_report, "bench": cmd_bench, "eda": cmd_eda, "labels": cmd_labels, "config": cmd_config,
+            "train": cmd_train,
             "evaluate": cmd_evaluate, "predict": cmd_predict, "reproduce": cmd_reproduce}
 
 

@@ -7,7 +7,6 @@ passed in (model, optimizer, scheduler, generator). Nothing here writes files.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import os
 import random
@@ -200,7 +199,7 @@ class EarlyStopping:
         better = value > self.best if self.mode == "max" else value < self.best
         if better:
             self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
-            self.best_state = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             self.bad_epochs += 1
         return better

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 import platform
 import sys
@@ -186,8 +187,6 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
     out = prepare_out_dir(out, force, resume)
     if resume and (out / "metrics.json").is_file() and not (out / RESUME_FILE).exists():
         log(f"[{cfg.experiment}] already complete in {out}: kept")
-        import json
-
         return json.loads((out / "metrics.json").read_text())
     saved = load_resume_state(out, cfg) if resume else None
     if force and not resume:
@@ -291,8 +290,3 @@ def reproduce(data: GSNData, out: Path, recipe: str = "protocol", overrides: dic
     log(f"reproduce done in {info['wall_s']:.0f}s -> {md} and {html}")
     return {"results": results, **info}
 
-
-def cfg_from_run(run_dir: Path) -> Config:
-    import json
-
-    return config_from_dict(json.loads((Path(run_dir) / "config.json").read_text()))
