@@ -25,8 +25,8 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "mt"
-    rc = main(["train", "--data", str(tiny), "--experiment", "multitask", "--epochs", "2", "--out", str(out),
-               "--no-progress", "--set", "batch_size=16"])
+    rc = main(["train", "--data", str(tiny), "--experiment", "multitask", "--recipe", "protocol", "--epochs", "2",
+               "--out", str(out), "--no-progress", "--set", "batch_size=16"])
     assert rc == 0
     return out
 
@@ -152,3 +152,17 @@ def test_reproduce_refuses_reuse_then_resumes(tiny, tmp_path, capsys):
     assert main(argv + ["--resume"]) == 0
     assert "already complete" in capsys.readouterr().err
     assert (out / "multitask" / "metrics.json").read_text() == before  # finished runs are kept, not redone
+
+
+def test_holdout_selects_on_training_images_and_reports_on_validation(tiny, tmp_path, capsys):
+    out = tmp_path / "ho"
+    assert main(["train", "--data", str(tiny), "--recipe", "quick", "--epochs", "1", "--set", "holdout=16",
+                 "--set", "batch_size=16", "--out", str(out), "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_train"] == 72 - 16 and m["n_val"] == 8 and m["selected_on"] == "holdout (16 training images)"
+    assert "of 16 held-out training images" in capsys.readouterr().err
+    assert main(["train", "--data", str(tiny), "--set", "holdout=72", "--out", str(tmp_path / "bad"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: holdout: 72 is not less than the 72 training images") and "\n" not in err
+    assert not (tmp_path / "bad" / "metrics.json").exists()

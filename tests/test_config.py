@@ -9,9 +9,23 @@ def test_presets():
     assert make_config("classification").lambda_cnt == 0
     r = make_config("regression")
     assert r.cls_weight == 0 and r.lambda_cnt == 1 and r.resolved_monitor() == "val_rmse"
-    m = make_config("multitask")
-    assert m.lambda_cnt == 5 and m.lr == 1e-3 and m.batch_size == 64 and m.eval_batch_size == 1000
+    m = make_config("multitask", "protocol")
+    assert m.lambda_cnt == 5 and m.lr == 1e-3 and m.batch_size == 64 and m.schedule == "constant"
     assert m.epochs == 100 and m.patience == 15 and m.seed == 1 and m.resolved_monitor() == "val_top1"
+    assert m.bf16 is False and m == Config(**{k: getattr(m, k) for k in ("experiment", "cls_weight", "lambda_cnt")})
+
+
+def test_fast_recipe_is_the_default_and_departs_only_in_schedule_and_dtype():
+    fast, proto = make_config("multitask"), make_config("multitask", "protocol")
+    assert fast == make_config("multitask", "fast")
+    changed = {k for k, v in fast.to_dict().items() if proto.to_dict()[k] != v}
+    assert changed == {"schedule", "lr", "warmup_epochs", "epochs", "bf16"}
+    assert fast.schedule == "cosine" and fast.lr == 2e-3 and fast.epochs == 40 and fast.bf16
+    # every recipe x experiment is a valid config, and an explicit override beats the recipe
+    for recipe in ("protocol", "fast", "quick"):
+        for exp in ("classification", "regression", "multitask"):
+            make_config(exp, recipe)
+    assert make_config("multitask", "fast", {"bf16": False}).bf16 is False
 
 
 def test_overrides_typed_and_strict():

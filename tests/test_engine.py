@@ -93,3 +93,16 @@ def test_predict_tta_equivariant_model_matches_single_view():
     lp1, _ = engine.predict(model, images, torch.device("cpu"), batch_size=4, tta=False)
     lp1b, _ = engine.predict(model, images, torch.device("cpu"), batch_size=10, tta=False)
     assert torch.allclose(lp1, lp1b, atol=1e-5)  # eval batch size does not change results
+
+
+def test_warmup_is_capped_below_a_short_run():
+    # the fast recipe's 2 warmup epochs with --epochs 2: still reaches the peak, then decays
+    cfg = make_config("multitask", "fast", {"epochs": 2})
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = engine.make_scheduler(opt, cfg, steps_per_epoch=5)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[4] == 1.0 and lrs[-1] < 0.2

@@ -19,7 +19,7 @@ from shapecount.config import make_config
 from shapecount.data import load_gsn
 from shapecount.errors import UserError
 
-TIMING = {"runtime_s", "eval_seconds", "seconds", "train_seconds"}
+TIMING = {"runtime_s", "eval_seconds", "seconds", "train_seconds", "startup_s", "first_step_unix"}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,8 @@ def tiny(tmp_path_factory):
 
 
 def cfg(**kw):
-    return make_config("multitask", overrides={"epochs": 4, "patience": 10, "batch_size": 16, "tta": False, **kw})
+    return make_config("multitask", "protocol",
+                       overrides={"epochs": 4, "patience": 10, "batch_size": 16, "tta": False, **kw})
 
 
 def strip(obj):
@@ -84,6 +85,31 @@ def test_interrupt_then_resume_matches(tiny, uninterrupted, tmp_path, monkeypatc
     same_run(uninterrupted, tmp_path / "r")
 
 
+def test_synthetic_data_is_deterministic_and_resumable(tiny, tmp_path, monkeypatch):
+    # fresh synthetic images each epoch come from the run's generator, whose state last.pt keeps
+    data = load_gsn(str(tiny), progress=False)
+    conf = cfg(synth_per_epoch=24, epochs=3)
+    experiments.run_experiment(conf, data, tmp_path / "a", progress=False)
+    real = engine.train_one_epoch
+    calls = {"n": 0}
+
+    def flaky(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        assert len(a[4]) == 54 + 24  # real training images + synthetic ones
+        return real(*a, **kw)
+
+    monkeypatch.setattr(engine, "train_one_epoch", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        experiments.run_experiment(conf, data, tmp_path / "r", progress=False)
+    monkeypatch.setattr(engine, "train_one_epoch", real)
+    experiments.run_experiment(conf, data, tmp_path / "r", progress=False, resume=True)
+    same_run(tmp_path / "a", tmp_path / "r")
+    experiments.run_experiment(cfg(epochs=3), data, tmp_path / "plain", progress=False)
+    assert history(tmp_path / "plain") != history(tmp_path / "a")  # the synthetic images were trained on
+
+
 def test_resume_rejects_other_config_and_broken_state(tiny, tmp_path, monkeypatch):
     data = load_gsn(str(tiny), progress=False)
     real = engine.train_one_epoch
@@ -130,7 +156,7 @@ def test_non_finite_loss_stops_with_message(tiny, tmp_path, monkeypatch, capsys)
 def test_sigkill_mid_run_then_resume_matches(tiny, uninterrupted, tmp_path):
     """A real process killed with SIGKILL mid-epoch, then resumed from the command line."""
     out = tmp_path / "k"
-    argv = [sys.executable, "-m", "shapecount", "train", "--data", str(tiny), "--out", str(out), "--epochs", "4",
+    argv = [sys.executable, "-m", "shapecount", "train", "--data", str(tiny), "--recipe", "protocol", "--out", str(out), "--epochs", "4",
             "--patience", "10", "--no-progress", "--set", "batch_size=16", "--set", "tta=false"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from shapecount import __version__
-from shapecount.config import ConfigError, dumps, make_config, parse_set
+from shapecount.config import DEFAULT_RECIPE, RECIPES, ConfigError, dumps, make_config, parse_set
 from shapecount.errors import TrainingError, UserError
 from shapecount.labels import LabelError
 
@@ -32,13 +32,16 @@ def _config_args(p: argparse.ArgumentParser, experiment: bool = True) -> None:
     if experiment:
         p.add_argument("--experiment", default="multitask", help="classification | regression | multitask")
         p.add_argument("--lambda-cnt", type=float, help="weight of the count loss (preset: 0 / 1 / 5)")
-    p.add_argument("--recipe", default="protocol", help="protocol (the assignment's) | quick")
-    p.add_argument("--epochs", type=int, help="cap on epochs (default 100)")
+    p.add_argument("--recipe", default=DEFAULT_RECIPE,
+                   help=f"fast (default: 40 epochs, cosine lr peak 2e-3, bf16) | protocol (the assignment's: "
+                        f"constant lr 1e-3, fp32, up to 100 epochs) | quick (2-epoch demo); choices: {', '.join(RECIPES)}")
+    p.add_argument("--epochs", type=int, help="cap on epochs (recipe's default: 40 fast, 100 protocol)")
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 15)")
     p.add_argument("--seed", type=int, help="seed for torch.manual_seed and data order (default 1)")
     p.add_argument("--device", help="auto | cpu | cuda[:N] (default auto)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all)")
-    p.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 autocast (on in the fast recipe; --no-bf16 for fp32)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field (see `shapecount config`); repeatable")
 

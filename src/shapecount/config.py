@@ -33,7 +33,7 @@ class Config:
     schedule: str = "constant"
     warmup_epochs: int = 0
     batch_size: int = 64
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 250  # does not change results; the fastest on CPU (`shapecount bench`)
     epochs: int = 100
     patience: int = 15
     monitor: str = "auto"  # auto: val_top1 when the class head is trained, else val_rmse
@@ -51,6 +51,13 @@ class Config:
     aug_erase: float = 0.0
     aug_at_least_one: bool = False  # the report's policy: every augmented image gets >= 1 transform
     aug_copies: int = 0  # the report's expansion: each epoch = originals + K augmented copies
+    # -- extra data: N fresh synthetic images (synth.py, a generator measured on the real data) added to every
+    # epoch's training images; 0 = the real images only (the assignment's setting)
+    synth_per_epoch: int = 0
+    # -- model selection: 0 selects (early stopping, best epoch) on the official validation images, as the
+    # assignment does; N > 0 holds out the last N training images for it instead, so that the validation
+    # figures are not chosen on the images they are reported on.
+    holdout: int = 0
     # -- evaluation
     tta: bool = True  # average over the 8 symmetries (predictions mapped back) for the final metrics
     # -- runtime (do not change results on CPU, except bf16)
@@ -88,14 +95,16 @@ def validate(cfg: Config) -> None:
     need(cfg.batch_size >= 1 and cfg.eval_batch_size >= 1, "batch sizes must be >= 1")
     need(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
     need(cfg.patience >= 1, f"patience must be >= 1, got {cfg.patience}")
-    need(0 <= cfg.warmup_epochs < cfg.epochs or cfg.warmup_epochs == 0, "warmup_epochs must be < epochs")
+    need(cfg.warmup_epochs >= 0, "warmup_epochs must be >= 0")
     need(cfg.head_hidden >= 1, "head_hidden must be >= 1")
     for name in ("head_dropout1", "head_dropout2"):
         need(0 <= getattr(cfg, name) < 1, f"{name} must be in [0, 1)")
     for name in ("aug_hflip", "aug_vflip", "aug_rot90", "aug_brightness", "aug_noise", "aug_erase"):
         need(0 <= getattr(cfg, name) <= 1, f"{name} must be a probability in [0, 1], got {getattr(cfg, name)}")
     need(cfg.aug_copies >= 0, "aug_copies must be >= 0")
+    need(cfg.synth_per_epoch >= 0, "synth_per_epoch must be >= 0")
     need(cfg.threads >= 0 and cfg.limit_train >= 0 and cfg.limit_val >= 0, "threads/limits must be >= 0")
+    need(cfg.holdout >= 0, f"holdout must be >= 0, got {cfg.holdout}")
     need(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
          f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")
 
@@ -107,12 +116,20 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Any]] = {
     "multitask": {"experiment": "multitask", "cls_weight": 1.0, "lambda_cnt": 5.0},
 }
 
-# Recipes: "protocol" is the assignment's (the defaults). "quick" is a short schedule for demos and smoke
-# tests; it is not meant to be accurate.
+# Recipes, applied on top of the experiment preset:
+# - "protocol": the assignment's, literally (the dataclass defaults): Adam at a constant lr 1e-3, fp32, up to
+#   100 epochs, early stopping with patience 15.
+# - "fast": the same task, model, batch, data and early stopping, reaching the protocol's accuracy in 40 epochs
+#   (time to accuracy, issue 4): linear warmup for 2 epochs to a peak lr of 2e-3, then cosine decay to 0, and
+#   bf16 autocast (weights, gradients and optimizer state stay fp32). Departs from the protocol in lr and
+#   schedule only; the README's table gives the evidence that it loses no accuracy.
+# - "quick": 2 epochs at constant lr in bf16, for demos and smoke tests; not meant to be accurate.
 RECIPES: dict[str, dict[str, Any]] = {
     "protocol": {},
-    "quick": {"epochs": 2, "patience": 2, "tta": False},
+    "fast": {"schedule": "cosine", "lr": 2e-3, "warmup_epochs": 2, "epochs": 40, "bf16": True},
+    "quick": {"epochs": 2, "patience": 2, "tta": False, "bf16": True},
 }
+DEFAULT_RECIPE = "fast"
 
 
 def _coerce(field: dataclasses.Field, value: Any) -> Any:
@@ -154,7 +171,7 @@ def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return out
 
 
-def make_config(experiment: str = "multitask", recipe: str = "protocol",
+def make_config(experiment: str = "multitask", recipe: str = DEFAULT_RECIPE,
                 overrides: dict[str, Any] | None = None) -> Config:
     """Defaults <- experiment preset <- recipe <- explicit overrides (later wins)."""
     if experiment not in EXPERIMENT_PRESETS:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from shapecount import augment, labels
+from shapecount import augment, labels, synth
 from shapecount.losses import multitask_loss
 from shapecount.metrics import compute_metrics
 
@@ -72,7 +72,9 @@ def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int):
     """Per-step LambdaLR: constant (the protocol), or linear warmup then cosine to 0 over cfg.epochs."""
     total = max(1, cfg.epochs * steps_per_epoch)
-    warm = cfg.warmup_epochs * steps_per_epoch
+    # Warmup is capped below the run's length (e.g. `--epochs 2` with the fast recipe's 2 warmup epochs), so
+    # that a short run still reaches its peak lr and decays.
+    warm = min(cfg.warmup_epochs, max(cfg.epochs - 1, 0)) * steps_per_epoch
 
     def factor(step: int) -> float:
         if cfg.schedule == "constant":
@@ -109,6 +111,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
     bar = tqdm(batches, desc=desc, unit="batch", leave=False, disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
     lr = optimizer.param_groups[0]["lr"]
+    first_step_unix = None  # wall clock at the end of the first step: start-up time, measured by the caller
     for start in bar:
         b = idx[start:start + cfg.batch_size]
         x = to_input(images[b], device)
@@ -130,6 +133,8 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
         losses["loss"].backward()
         optimizer.step()
         scheduler.step()
+        if first_step_unix is None:
+            first_step_unix = time.time()
         n = len(b)
         seen += n
         for k in sums:
@@ -138,7 +143,8 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
             bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", refresh=False)
     seconds = time.perf_counter() - t0
     out = {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
-    out.update(lr=lr, train_seconds=seconds, train_images_per_s=seen / max(seconds, 1e-9))
+    out.update(lr=lr, train_seconds=seconds, train_images_per_s=seen / max(seconds, 1e-9),
+               first_step_unix=first_step_unix)
     return out
 
 
@@ -256,7 +262,7 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
     on_epoch(row, state) is called after every epoch; state() captures the full training state (for a resume
     checkpoint; the caller decides where it goes). resume: such a state, to continue after its epoch."""
     optimizer = make_optimizer(model, cfg)
-    steps = math.ceil(len(train_images) * (cfg.aug_copies + 1) / cfg.batch_size)
+    steps = math.ceil((len(train_images) + cfg.synth_per_epoch) * (cfg.aug_copies + 1) / cfg.batch_size)
     scheduler = make_scheduler(optimizer, cfg, steps)
     stopper = EarlyStopping(cfg.resolved_monitor(), cfg.patience)
     history: list[dict] = []
@@ -264,12 +270,18 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
     if resume is not None:
         done, history = restore_state(resume, model, optimizer, scheduler, stopper, gen)
     t0 = time.perf_counter()
+    first_step_unix = None
     for epoch in range(done + 1, cfg.epochs + 1):
         if stopper.should_stop:  # a run resumed after its last epoch
             break
         t_epoch = time.perf_counter()
-        tr = train_one_epoch(model, optimizer, scheduler, train_images, train_counts, cfg, gen, device,
+        images, counts = train_images, train_counts
+        if cfg.synth_per_epoch:  # fresh images every epoch, drawn from `gen`: deterministic and resumable
+            s_images, s_counts = synth.generate(cfg.synth_per_epoch, gen)
+            images, counts = torch.cat([images, s_images]), torch.cat([counts, s_counts.to(counts.dtype)])
+        tr = train_one_epoch(model, optimizer, scheduler, images, counts, cfg, gen, device,
                              desc=f"epoch {epoch}/{cfg.epochs}", progress=progress)
+        first_step_unix = first_step_unix or tr["first_step_unix"]
         ev = evaluate(model, val_images, val_counts, cfg, device, tta=False)
         row = {
             "epoch": epoch,
@@ -289,4 +301,5 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
             break
     stopper.restore(model)
     return {"history": history, "best_epoch": stopper.best_epoch, "epochs": len(history),
-            "optimizer": optimizer, "train_seconds": time.perf_counter() - t0, "monitor": stopper.monitor}
+            "optimizer": optimizer, "train_seconds": time.perf_counter() - t0, "monitor": stopper.monitor,
+            "first_step_unix": first_step_unix}

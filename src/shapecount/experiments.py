@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from shapecount import engine, fileio, labels
-from shapecount.config import Config, config_from_dict, make_config
+from shapecount import IMPORT_TIME, engine, fileio, labels, runtime
+from shapecount.config import DEFAULT_RECIPE, Config, config_from_dict, make_config
 from shapecount.data import GSNData, split
 from shapecount.errors import TrainingError, UserError
 from shapecount.model import build_model, describe
@@ -63,6 +63,17 @@ def machine_description() -> str:
 
 def limit(data: GSNData, n: int) -> GSNData:
     return data.subset(torch.arange(min(n, len(data)))) if n else data
+
+
+def holdout_split(train: GSNData, val: GSNData, n: int) -> tuple[GSNData, GSNData]:
+    """(images to train on, images to select the epoch on): the official validation images when n == 0, else
+    the last n training images, which are then not trained on."""
+    if not n:
+        return train, val
+    if n >= len(train):
+        raise UserError("holdout", f"{n} is not less than the {len(train)} training images",
+                        "pass a smaller --set holdout=N (e.g. 1000)")
+    return train.subset(slice(0, len(train) - n)), train.subset(slice(len(train) - n, len(train)))
 
 
 def _json_safe(obj):
@@ -184,6 +195,9 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
 
     After every epoch the full training state goes to last.pt (atomically), so `resume=True` continues an
     interrupted run from its last complete epoch, with the same result as an uninterrupted run on CPU."""
+    train, val = split(data)
+    train, val = limit(train, cfg.limit_train), limit(val, cfg.limit_val)
+    train, select = holdout_split(train, val, cfg.holdout)  # checked before anything is written
     out = prepare_out_dir(out, force, resume)
     if resume and (out / "metrics.json").is_file() and not (out / RESUME_FILE).exists():
         log(f"[{cfg.experiment}] already complete in {out}: kept")
@@ -192,10 +206,7 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
     if force and not resume:
         (out / RESUME_FILE).unlink(missing_ok=True)
     t0 = time.perf_counter() - (saved["elapsed_s"] if saved else 0.0)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    train, val = split(data)
-    train, val = limit(train, cfg.limit_train), limit(val, cfg.limit_val)
+    runtime.configure_cpu(cfg.threads)
     fileio.write_json(out / "config.json", cfg.to_dict())
     gen = engine.seed_everything(cfg.seed)
     device = engine.pick_device(cfg.device)
@@ -206,7 +217,8 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
     start = f", resuming after epoch {state['epoch']}" if state else ""
     log(f"[{cfg.experiment}] {len(train)} train / {len(val)} val images on {device}; "
         f"cls_weight={cfg.cls_weight} lambda_cnt={cfg.lambda_cnt}; up to {cfg.epochs} epochs, "
-        f"patience {cfg.patience} on {cfg.resolved_monitor()}{start}")
+        f"patience {cfg.patience} on {cfg.resolved_monitor()}"
+        f"{f' of {len(select)} held-out training images' if cfg.holdout else ''}{start}")
     rows: list[list] = [[r[c] for c in HISTORY_COLUMNS] for r in (state["history"] if state else [])]
 
     def on_epoch(row: dict, capture) -> None:
@@ -222,13 +234,18 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
             f"({row['train_images_per_s']:.0f} img/s){mark}")
 
     try:
-        result = engine.fit(model, train.images, train.counts.float(), val.images, val.counts.float(), cfg,
+        result = engine.fit(model, train.images, train.counts.float(), select.images, select.counts.float(), cfg,
                             device, gen, on_epoch=on_epoch, progress=progress, resume=state)
     except FloatingPointError as e:
         raise TrainingError(f"{out}: training diverged: {e}; the last good epoch is kept in "
                             f"{out / RESUME_FILE}") from None
     extra = {"epochs": result["epochs"], "best_epoch": result["best_epoch"], "monitor": result["monitor"],
-             "n_train": len(train)}
+             "n_train": len(train), "selected_on": f"holdout ({len(select)} training images)" if cfg.holdout
+             else "validation"}
+    if result["first_step_unix"] is not None and saved is None and runtime.claim_startup():
+        # Only the first training of a fresh process measures start-up (import, data load, model, first step).
+        extra["first_step_unix"] = result["first_step_unix"]
+        extra["startup_s"] = result["first_step_unix"] - IMPORT_TIME
     metrics = write_run_outputs(out, model, cfg, val, device, extra, result["optimizer"], result["epochs"])
     metrics["runtime_s"] = time.perf_counter() - t0
     fileio.write_json(out / "metrics.json", _json_safe(metrics))
@@ -244,6 +261,7 @@ def evaluate_checkpoint(checkpoint: Path, data: GSNData, out: Path, force: bool 
                         device_name: str = "auto") -> dict:
     """Rebuild metrics, predictions and plots of a checkpoint on the official validation split."""
     device = engine.pick_device(device_name)
+    runtime.configure_cpu()
     model, cfg, ckpt = load_checkpoint(checkpoint, device)
     out = prepare_out_dir(out, force)
     _, val = split(data)
@@ -258,7 +276,7 @@ def evaluate_checkpoint(checkpoint: Path, data: GSNData, out: Path, force: bool 
     return write_run_outputs(out, model, cfg, val, device, extra, None, int(ckpt.get("epoch", 0)))
 
 
-def reproduce(data: GSNData, out: Path, recipe: str = "protocol", overrides: dict | None = None,
+def reproduce(data: GSNData, out: Path, recipe: str = DEFAULT_RECIPE, overrides: dict | None = None,
               experiments: tuple[str, ...] = ("classification", "regression", "multitask"),
               command: str = "", log: Log = _stderr, progress: bool = True, force: bool = False,
               resume: bool = False) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shapecount import engine, labels
+from shapecount import engine, labels, runtime
 from shapecount.data import read_image
 from shapecount.errors import UserError
 from shapecount.experiments import load_checkpoint
@@ -36,6 +36,7 @@ def collect_pngs(paths: list[Path]) -> list[Path]:
 def predict_paths(checkpoint: Path, paths: list[Path], top_k: int = 3, tta: bool | None = None,
                   device_name: str = "auto") -> list[dict]:
     device = engine.pick_device(device_name)
+    runtime.configure_cpu()
     model, cfg, _ = load_checkpoint(checkpoint, device)
     files = collect_pngs(paths)
     images = torch.from_numpy(np.stack([read_image(f) for f in files]))

@@ -440,7 +440,7 @@ def _summary(out: Path, runs: list[Run], rows: list[dict], meta: dict | None, no
         s.append("- No finished run was found.")
     s.append("")
     if meta:
-        for key, name in (("command", "Command"), ("machine", "Machine"), ("date", "Date"),
+        for key, name in (("command", "Command"), ("recipe", "Recipe"), ("machine", "Machine"), ("date", "Date"),
                           ("wall_s", "Total wall time (s)")):
             if meta.get(key) not in (None, ""):
                 v = meta[key]
@@ -590,16 +590,19 @@ def _monitor(r: Run) -> str:
 
 def _setups(runs: list[Run]) -> list[str]:
     header = ["run", "experiment", "cls_weight", "lambda_cnt", "lr", "weight decay", "batch", "epochs cap",
-              "patience", "monitor", "schedule", "TTA", "seed"]
+              "patience", "monitor", "schedule", "warmup", "bf16", "synthetic/epoch", "holdout", "TTA", "seed"]
     rows = [[r.label, r.cfg("experiment", r.metrics.get("experiment")), fmt(_num(r.cfg("cls_weight")), 2),
              fmt(r.lambda_cnt, 2), fmt(r.cfg("lr")), fmt(r.cfg("weight_decay")), fmt(r.cfg("batch_size")),
-             fmt(r.cfg("epochs")), fmt(r.cfg("patience")), _monitor(r), fmt(r.cfg("schedule")), fmt(r.cfg("tta")),
-             fmt(r.cfg("seed"))] for r in runs]
+             fmt(r.cfg("epochs")), fmt(r.cfg("patience")), _monitor(r), fmt(r.cfg("schedule")),
+             fmt(r.cfg("warmup_epochs", 0)), fmt(r.cfg("bf16", False)), fmt(r.cfg("synth_per_epoch", 0)),
+             fmt(r.cfg("holdout", 0)), fmt(r.cfg("tta")), fmt(r.cfg("seed"))] for r in runs]
     if not rows:
         return ["> No runs.", ""]
     return [md_table(header, rows), "",
             ("Loss = cls_weight x NLL(class) + lambda_cnt x SmoothL1(counts); training stops after `patience` epochs "
-            "without improvement of the monitored metric, and the best epoch's weights are evaluated."), ""]
+            "without improvement of the monitored metric, and the best epoch's weights are evaluated. The metric is "
+            "monitored on the validation images (the assignment's protocol) unless `holdout` > 0, in which case the "
+            "last `holdout` training images are held out for it and not trained on."), ""]
 
 
 def _results(out: Path, runs: list[Run], rows: list[dict]) -> list[str]:

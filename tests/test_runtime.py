@@ -1,0 +1,31 @@
+import sys
+
+import pytest
+import torch
+
+from shapecount import runtime
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_allocator_tuning_applies_once_and_reports_it():
+    assert runtime.tune_allocator() is True
+    assert runtime.tune_allocator() is True and runtime.allocator_tuned() is True
+    # large tensors still allocate, free and reuse correctly with mmap off
+    for _ in range(3):
+        t = torch.ones(64 * 1024 * 1024 // 4)
+        assert float(t.sum()) == t.numel()
+
+
+def test_configure_cpu_sets_threads_and_restores():
+    before = torch.get_num_threads()
+    try:
+        info = runtime.configure_cpu(threads=1)
+        assert info["threads"] == 1 == torch.get_num_threads()
+        assert isinstance(info["allocator_tuned"], bool)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_startup_is_claimed_once_per_process():
+    runtime.claim_startup()
+    assert runtime.claim_startup() is False
