@@ -33,3 +33,6 @@ def test_bench_writes_every_figure(tmp_path, capsys):
 def test_bench_rejects_bad_options(capsys):
     assert main(["bench", "--steps", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--dtype", "fp16"])
+    assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err

@@ -22,7 +22,9 @@ def test_fast_recipe_is_the_default_and_departs_only_in_schedule_and_dtype():
     assert changed == {"schedule", "lr", "warmup_epochs", "epochs", "bf16"}
     assert fast.schedule == "cosine" and fast.lr == 2e-3 and fast.epochs == 40 and fast.bf16
     # every recipe x experiment is a valid config, and an explicit override beats the recipe
-    for recipe in ("protocol", "fast", "quick"):
+    best = make_config("multitask", "best")
+    assert best.synth_per_epoch > 0 and best.holdout == 1000 and best.lr == fast.lr and best.epochs == fast.epochs
+    for recipe in ("protocol", "fast", "best", "quick"):
         for exp in ("classification", "regression", "multitask"):
             make_config(exp, recipe)
     assert make_config("multitask", "fast", {"bf16": False}).bf16 is False

@@ -186,12 +186,14 @@ def run(args) -> dict:
         if not args.skip_typical:
             res["typical"] = bench_typical(_extract(source, Path(tmp)), args.steps, args.batch_size)
     res["ours"] = {}
+    dtypes = ("fp32", "bf16") if args.dtype == "both" else (args.dtype,)
     if not runtime.allocator_tuned():  # measurable only before this process tunes it
-        res["ours"]["bf16, default malloc"] = bench_ours(data, args.steps, args.batch_size, True, False)
+        d = dtypes[-1]
+        res["ours"][f"{d}, default malloc"] = bench_ours(data, args.steps, args.batch_size, d == "bf16", False)
     res["allocator_tuned"] = runtime.tune_allocator()
-    variants = [("fp32", False, False), ("bf16", True, False)]
+    variants = [(d, d == "bf16", False) for d in dtypes]
     if args.compile:
-        variants.append(("bf16+compile", True, True))
+        variants += [(f"{d}+compile", d == "bf16", True) for d in dtypes]
     for name, bf16, comp in variants:
         res["ours"][name] = bench_ours(data, args.steps, args.batch_size, bf16, comp)
     for name, r in res["ours"].items():

@@ -123,10 +123,15 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Any]] = {
 #   (time to accuracy, issue 4): linear warmup for 2 epochs to a peak lr of 2e-3, then cosine decay to 0, and
 #   bf16 autocast (weights, gradients and optimizer state stay fp32). Departs from the protocol in lr and
 #   schedule only; the README's table gives the evidence that it loses no accuracy.
+# - "best": the fast recipe plus 18,000 fresh synthetic images per epoch (synth.py; 27,000 training images per
+#   epoch in all) and model selection on 1,000 held-out training images, so that the official validation
+#   figures are not chosen on the images they are reported on (issue 5's honest protocol). ~3x the compute.
 # - "quick": 2 epochs at constant lr in bf16, for demos and smoke tests; not meant to be accurate.
 RECIPES: dict[str, dict[str, Any]] = {
     "protocol": {},
     "fast": {"schedule": "cosine", "lr": 2e-3, "warmup_epochs": 2, "epochs": 40, "bf16": True},
+    "best": {"schedule": "cosine", "lr": 2e-3, "warmup_epochs": 2, "epochs": 40, "bf16": True,
+             "synth_per_epoch": 18000, "holdout": 1000},
     "quick": {"epochs": 2, "patience": 2, "tta": False, "bf16": True},
 }
 DEFAULT_RECIPE = "fast"
