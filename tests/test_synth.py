@@ -145,3 +145,11 @@ def test_fidelity_report_runs_and_self_agrees():
     assert abs(rep["diff"]["ink_mean"]) < 0.01
     assert rep["diff"]["pattern2x2_tv"] < 0.01
     assert len(rep["real"]["row_profile"]) == 28
+
+
+def test_module_cli_speed_and_bad_data_one_line(tmp_path, capsys):
+    assert S.main([]) == 0
+    assert "images/s" in capsys.readouterr().out
+    assert S.main([str(tmp_path / "missing.zip")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "missing.zip" in err and "\n" not in err

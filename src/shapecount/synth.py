@@ -341,13 +341,26 @@ def speed(n: int = 20000, seed: int = 0) -> float:
     return n / (time.perf_counter() - t)
 
 
-if __name__ == "__main__":  # python -m shapecount.synth [path-to-data_gsn.zip]
+def main(argv: list[str] | None = None) -> int:
+    """`python -m shapecount.synth [DATA]`: generation speed, and with the real data the fidelity table."""
     import sys
 
     from shapecount.data import load_gsn
+    from shapecount.errors import UserError
 
+    argv = sys.argv[1:] if argv is None else argv
     torch.set_num_threads(1)
     print(f"generate: {speed():,.0f} images/s (1 thread)")
-    if len(sys.argv) > 1:
-        data = load_gsn(sys.argv[1], progress=False)
-        fidelity_report(data.images, data.counts, gen=torch.Generator().manual_seed(0))
+    if argv:
+        try:
+            data = load_gsn(argv[0], progress=False)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        rep = fidelity_report(data.images, data.counts, gen=torch.Generator().manual_seed(0), verbose=False)
+        print(format_report(rep))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
