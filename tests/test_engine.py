@@ -41,15 +41,21 @@ def test_epoch_indices_expansion():
     assert sorted(idx[~aug].tolist()) == list(range(10))  # every original exactly once
 
 
-def test_cosine_schedule_shape():
-    cfg = make_config(overrides={"schedule": "cosine", "warmup_epochs": 1, "epochs": 4})
+def _lr_trace(cfg, steps_per_epoch: int) -> list[float]:
+    """The lr factor at every step of a whole run (base lr 1.0)."""
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = engine.make_scheduler(opt, cfg, steps_per_epoch=10)
+    sched = engine.make_scheduler(opt, cfg, steps_per_epoch=steps_per_epoch)
     lrs = []
-    for _ in range(40):
+    for _ in range(cfg.epochs * steps_per_epoch):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
+    return lrs
+
+
+def test_cosine_schedule_shape():
+    cfg = make_config(overrides={"schedule": "cosine", "warmup_epochs": 1, "epochs": 4})
+    lrs = _lr_trace(cfg, steps_per_epoch=10)
     assert lrs[0] == 0.1 and lrs[9] == 1.0 and lrs[-1] < 0.01
     assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
 
@@ -98,11 +104,5 @@ def test_predict_tta_equivariant_model_matches_single_view():
 def test_warmup_is_capped_below_a_short_run():
     # the fast recipe's 2 warmup epochs with --epochs 2: still reaches the peak, then decays
     cfg = make_config("multitask", "fast", {"epochs": 2})
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = engine.make_scheduler(opt, cfg, steps_per_epoch=5)
-    lrs = []
-    for _ in range(10):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+    lrs = _lr_trace(cfg, steps_per_epoch=5)
     assert lrs[4] == 1.0 and lrs[-1] < 0.2
