@@ -43,13 +43,12 @@ def allocator_tuned() -> bool:
     return _tuned
 
 
-def configure_cpu(threads: int = 0, allocator: bool = True) -> dict[str, object]:
+def configure_cpu(threads: int = 0) -> dict[str, object]:
     """Apply the thread count (0: torch's default, all cores) and the allocator setting; return what is in
     effect, for the log and the run folder."""
     if threads:
         torch.set_num_threads(threads)
-    tuned = tune_allocator() if allocator else allocator_tuned()
-    return {"threads": torch.get_num_threads(), "allocator_tuned": tuned}
+    return {"threads": torch.get_num_threads(), "allocator_tuned": tune_allocator()}
 
 
 def claim_startup() -> bool:
