@@ -35,3 +35,37 @@ def test_bad_root_one_line(tmp_path, capsys):
     assert ablation.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(e.startswith("error: ") for e in err)
+
+
+def _preds(folder, rows):
+    """rows: (true counts, predicted class, predicted counts)."""
+    from shapecount import labels as L
+    head = ["name", *L.TYPES, "true_class", "pred_class", *(f"pred_{t}" for t in L.TYPES), "pred_class_from_counts",
+            "confidence"]
+    lines = [",".join(head)]
+    for i, (tc, pc, cnt) in enumerate(rows):
+        lines.append(",".join(map(str, [f"img_{i}.png", *tc, L.counts_to_class(tc), pc, *cnt, pc, 0.5])))
+    (folder / "predictions.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_error_structure_from_predictions(tmp_path):
+    from shapecount import labels as L
+    run = tmp_path / "a" / "s1"
+    _run(run, 1, 0.25, 0.5)
+    t = [5, 5, 0, 0, 0, 0]
+    _preds(run, [
+        (t, L.counts_to_class(t), [5, 5, 0, 0, 0, 0]),                         # right
+        (t, L.counts_to_class([4, 6, 0, 0, 0, 0]), [4.5, 5.5, 0, 0, 0, 0]),   # right pair, split off by 1
+        (t, L.counts_to_class([2, 8, 0, 0, 0, 0]), [5, 5, 0, 0, 0, 1.0]),     # right pair, off by 3
+        (t, L.counts_to_class([5, 0, 5, 0, 0, 0]), [5, 5, 0, 0, 0, 0]),       # wrong pair
+    ])
+    e = ablation.error_structure(run / "predictions.csv")
+    assert e["err_pair"] == pytest.approx(0.25) and e["err_split1"] == pytest.approx(0.25)
+    assert e["err_split2"] == pytest.approx(0.25)
+    assert e["mae_squares"] == pytest.approx(0.5 / 4) and e["mae_left"] == pytest.approx(1 / 4)
+    assert e["mae_up"] == 0
+    assert ablation.main([str(tmp_path)]) == 0
+    md = (tmp_path / "ablation.md").read_text()
+    assert "Where the errors are" in md and "| a | 0.250 | 0.250 | 0.250 | 0.125 |" in md
+    (run / "predictions.csv").write_text("garbage\n1,2\n")  # unreadable: n/a, no failure
+    assert ablation.error_structure(run / "predictions.csv") == {}

@@ -166,3 +166,17 @@ def test_holdout_selects_on_training_images_and_reports_on_validation(tiny, tmp_
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: holdout: 72 is not less than the 72 training images") and "\n" not in err
     assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
+def test_joint_decoding_tool_on_holdout_runs(tiny, trained, tmp_path, capsys):
+    from shapecount import decoding
+    out = tmp_path / "ho"
+    assert main(["train", "--data", str(tiny), "--recipe", "quick", "--epochs", "1", "--set", "holdout=16",
+                 "--set", "batch_size=16", "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert decoding.main([str(out), "--data", str(tiny)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "chosen beta" in lines[1] and lines[-1].startswith("mean change of validation top-1 over 1 runs")
+    assert decoding.main([str(trained), "--data", str(tiny)]) == 2  # selected on the validation images: refused
+    err = capsys.readouterr().err.strip()
+    assert "trained without a holdout" in err and "\n" not in err

@@ -145,3 +145,18 @@ def test_atomic_write_leaves_no_temp(tmp_path: Path) -> None:
     p = plots.atomic_write_text(tmp_path / "sub" / "a.txt", "hello")
     assert p.read_text() == "hello"
     assert [x.name for x in p.parent.iterdir()] == ["a.txt"]
+
+
+def test_curves_name_the_images_they_were_measured_on(tmp_path: Path, monkeypatch) -> None:
+    """With a holdout the per-epoch columns are the held-out training images, and the figures say so."""
+    assert plots.eval_set_name({"holdout": 0}) == "validation" and plots.eval_set_name(None) == "validation"
+    assert plots.eval_set_name({"holdout": 1000}) == "held-out (1000 train images)"
+    ylabels = []
+    real = plots.plot_metric
+    monkeypatch.setattr(plots, "plot_metric", lambda *a, **k: ylabels.append(a[4]) or real(*a, **k))
+    make_run_folder(tmp_path / "ho", overrides={"holdout": 100})
+    plots.make_run_plots(tmp_path / "ho")
+    make_run_folder(tmp_path / "plain")
+    plots.make_run_plots(tmp_path / "plain")
+    assert ylabels == ["held-out (100 train images) top-1 accuracy", "held-out (100 train images) count RMSE",
+                       "validation top-1 accuracy", "validation count RMSE"]

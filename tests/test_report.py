@@ -291,3 +291,27 @@ def test_eda_table_not_repeated_when_summary_holds_it(tmp_path: Path) -> None:
     assert md.count("| squares | 3301 | 5.02 |") == 1
     assert "part of the EDA summary above" in md
     assert "#### Images per count and type" in md  # summary.md headings demoted below the report's
+
+
+def test_report_ablation_option_adds_the_table(tmp_path: Path, capsys) -> None:
+    from shapecount.cli import main
+
+    make_reproduce(tmp_path / "rep", fake_plots=True)
+    root = tmp_path / "abl"
+    for seed, top1 in ((1, 0.7), (2, 0.72)):
+        run = root / "b_synth" / f"s{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"top1_accuracy": top1, "epochs": 40, "runtime_s": 60.0}))
+        (run / "config.json").write_text(json.dumps({"seed": seed, "synth_per_epoch": 18000}))
+    assert main(["report", str(tmp_path / "rep"), "--ablation", str(root)]) == 2  # table not made yet
+    err = capsys.readouterr().err.strip()
+    assert "ablation.md: not found" in err and "python -m shapecount.ablation" in err and "\n" not in err
+    assert not (tmp_path / "rep" / report.ABLATION_FILE).exists()
+    from shapecount import ablation
+    assert ablation.main([str(root)]) == 0
+    assert main(["report", str(tmp_path / "rep"), "--ablation", str(root)]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert f"## {report.ABLATION_SECTION}" in md and "0.710 ± 0.014" in md and "Where the errors are" in md
+    assert "0.710 ± 0.014" in (tmp_path / "rep" / "report.html").read_text()
+    assert main(["report", str(tmp_path / "rep")]) == 0  # the copy stays: later rebuilds keep the section
+    assert f"## {report.ABLATION_SECTION}" in (tmp_path / "rep" / "report.md").read_text()

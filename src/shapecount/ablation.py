@@ -1,24 +1,31 @@
 """`python -m shapecount.ablation ROOT`: mean +- std over seeds of every setting under ROOT.
 
-Layout: ROOT/<setting>/<seed run>/ (run folders written by `shapecount train`). Reads only metrics.json and
-config.json; prints a Markdown table and writes ROOT/ablation.md and ROOT/ablation.json. The first setting in
-sorted order, or the one named by --baseline, is the reference whose config the others are compared with.
+Layout: ROOT/<setting>/<seed run>/ (run folders written by `shapecount train`). Reads only metrics.json,
+config.json and predictions.csv; prints two Markdown tables (the metrics, then where the errors are) and writes
+ROOT/ablation.md and ROOT/ablation.json. The first setting in sorted order, or the one named by --baseline, is the
+reference whose config the others are compared with.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import sys
 from pathlib import Path
 
 from shapecount import fileio
+from shapecount import labels as L
 
 # (column, metrics.json key or single_view key, digits)
 COLUMNS = [("top-1", "top1_accuracy"), ("macro F1", "macro_f1"), ("pair acc.", "pair_accuracy"), ("RMSE", "rmse"),
            ("MAE", "mae"), ("top-1 single view", "sv_top1_accuracy"), ("RMSE single view", "sv_rmse")]
 IGNORED = {"seed", "threads", "device", "config_version"}
+# Error-structure columns (fractions of the validation images, or count MAE), from predictions.csv.
+ERROR_COLUMNS = [("wrong type pair", "err_pair"), ("right pair, split off by 1", "err_split1"),
+                 ("right pair, split off by 2+", "err_split2"),
+                 *((f"MAE {t}", f"mae_{t}") for t in L.TYPES)]
 
 
 def _load(run: Path) -> tuple[dict, dict] | None:
@@ -28,7 +35,35 @@ def _load(run: Path) -> tuple[dict, dict] | None:
     metrics = json.loads(m.read_text())
     for k, v in (metrics.get("single_view") or {}).items():
         metrics[f"sv_{k}"] = v
-    return metrics, json.loads(c.read_text())
+    cfg = json.loads(c.read_text())
+    metrics.update(error_structure(run / "predictions.csv", cfg.get("cls_weight", 1.0) > 0))
+    return metrics, cfg
+
+
+def error_structure(path: Path, class_head: bool = True) -> dict[str, float]:
+    """Where a run's errors are: share of images with the wrong type pair, with the right pair but the split
+    off by 1 or by 2+, and the count head's MAE per type. Empty when predictions.csv is missing or unreadable
+    (the row then shows n/a: the summary never fails on one bad run)."""
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        col = "pred_class" if class_head else "pred_class_from_counts"
+        true = [int(r["true_class"]) for r in rows]
+        pred = [int(r[col]) for r in rows]
+        abs_err = [[abs(float(r[f"pred_{t}"]) - int(r[t])) for t in L.TYPES] for r in rows]
+    except (OSError, KeyError, ValueError, TypeError):
+        return {}
+    n = len(rows)
+    if not n:
+        return {}
+    same = [t // L.SPLITS == p // L.SPLITS for t, p in zip(true, pred)]
+    off = [abs(t - p) for t, p in zip(true, pred)]  # same pair: class ids differ by the split difference
+    out = {"err_pair": sum(not s for s in same) / n,
+           "err_split1": sum(s and o == 1 for s, o in zip(same, off)) / n,
+           "err_split2": sum(s and o >= 2 for s, o in zip(same, off)) / n}
+    for j, t in enumerate(L.TYPES):
+        out[f"mae_{t}"] = sum(e[j] for e in abs_err) / n
+    return out
 
 
 def summarize(root: Path, baseline: str | None = None) -> list[dict]:
@@ -46,7 +81,7 @@ def summarize(root: Path, baseline: str | None = None) -> list[dict]:
                "changes": {k: v for k, v in cfg.items() if k not in IGNORED and ref_cfg.get(k) != v},
                "epochs": statistics.fmean(r[0]["epochs"] for r in runs),
                "minutes": statistics.fmean(r[0].get("runtime_s", 0.0) for r in runs) / 60}
-        for _, key in COLUMNS:
+        for _, key in COLUMNS + ERROR_COLUMNS:
             vals = [r[0][key] for r in runs if r[0].get(key) is not None]
             row[key] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0) if vals else None
         rows.append(row)
@@ -63,6 +98,15 @@ def to_markdown(rows: list[dict]) -> str:
             cells.append("n/a" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}" if r["n"] > 1 else f"{v[0]:.3f}")
         changes = ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "(reference)"
         cells += [f"{r['epochs']:.0f}", f"{r['minutes']:.1f}", changes]
+        out.append("| " + " | ".join(cells) + " |")
+    out += ["", "Where the errors are (fraction of the validation images; count MAE of the count head, per type):", ""]
+    head = ["setting", *[c for c, _ in ERROR_COLUMNS]]
+    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["setting"]]
+        for _, key in ERROR_COLUMNS:
+            v = r.get(key)
+            cells.append("n/a" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}" if r["n"] > 1 else f"{v[0]:.3f}")
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 

@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="rebuild the comparison and report.md/report.html of a reproduce folder")
     rp.add_argument("folder", type=Path, help="the --out folder of `shapecount reproduce`")
+    rp.add_argument("--ablation", type=Path, metavar="ROOT",
+                    help="also add ROOT/ablation.md (from `python -m shapecount.ablation ROOT`) as a section")
 
     r = sub.add_parser("reproduce", help="EDA + the three experiments + comparison + report")
     _data_arg(r)
@@ -212,10 +214,16 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from shapecount import report
+    from shapecount import fileio, report
 
     if not args.folder.is_dir():
         raise UserError(args.folder, "no such folder", "pass the --out folder of `shapecount reproduce`")
+    if args.ablation is not None:
+        table = args.ablation / report.ABLATION_FILE
+        if not table.is_file():
+            raise UserError(table, "not found", f"run `python -m shapecount.ablation {args.ablation}` first")
+        # A copy, so that the report folder stays self-contained and report.py reads only its own files.
+        fileio.write_text(args.folder / report.ABLATION_FILE, table.read_text(encoding="utf-8"))
     md, html = report.write_report(args.folder)  # also rebuilds comparison/
     print(f"wrote {md} and {html}")
     return 0

@@ -180,7 +180,8 @@ def _mark_best(ax, epochs: np.ndarray, values: np.ndarray, best_epoch: Any) -> N
 
 
 def plot_loss(hist: Mapping[str, np.ndarray], path: Path, title: str, weights: tuple[float, float] | None,
-              best_epoch: Any = None) -> Path:
+              best_epoch: Any = None, eval_set: str = "validation") -> Path:
+    """eval_set names the images the per-epoch `val_*` columns were measured on (see `eval_set_name`)."""
     ep = _epochs(hist)
     panels = [("total (weighted)", "train_loss", "val_loss"),
               ("classification (NLL)", "train_loss_cls", "val_loss_cls"),
@@ -191,7 +192,7 @@ def plot_loss(hist: Mapping[str, np.ndarray], path: Path, title: str, weights: t
     fig = new_figure(figsize=(4.6 * len(panels), 3.8))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, tr, va) in zip(axes, panels):
-        for col, lab, style in ((tr, "train", "-"), (va, "val", "-")):
+        for col, lab, style in ((tr, "train", "-"), (va, eval_set, "-")):
             y = hist.get(col)
             if y is not None and len(y):
                 ax.plot(ep, y, style, marker="." if len(ep) < 30 else None, label=lab)
@@ -207,7 +208,7 @@ def plot_loss(hist: Mapping[str, np.ndarray], path: Path, title: str, weights: t
         ax.set_ylabel("loss per sample")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{title}: training and validation loss", fontsize=12)
+    fig.suptitle(f"{title}: training and {eval_set} loss", fontsize=12)
     return save_figure(fig, path)
 
 
@@ -375,6 +376,13 @@ def plot_worst_errors(preds: Mapping[str, np.ndarray], images: Mapping[str, np.n
 
 # ---------------------------------------------------------------- entry point
 
+def eval_set_name(config: Mapping[str, Any] | None) -> str:
+    """What the per-epoch `val_*` columns measure: the validation images, or (holdout > 0, the honest protocol)
+    the held-out training images that select the epoch."""
+    n = int((config or {}).get("holdout") or 0)
+    return f"held-out ({n} train images)" if n else "validation"
+
+
 def make_run_plots(run_dir: Path, images: dict[str, np.ndarray] | None = None) -> list[Path]:
     """Write the figures of a run folder into run_dir/plots/ and return their paths.
 
@@ -392,15 +400,16 @@ def make_run_plots(run_dir: Path, images: dict[str, np.ndarray] | None = None) -
     weights = (float(config["cls_weight"]), float(config["lambda_cnt"])) if config and "cls_weight" in config \
         else None
     best = metrics.get("best_epoch")
+    eval_set = eval_set_name(config)
     written: list[Path] = []
 
     if (run_dir / "history.csv").is_file():
         hist = load_history(run_dir)
         if hist and len(next(iter(hist.values()))):
-            written.append(plot_loss(hist, out / "loss.png", title, weights, best))
-            written.append(plot_metric(hist, "val_top1", out / "top1.png", title, "validation top-1 accuracy", best,
+            written.append(plot_loss(hist, out / "loss.png", title, weights, best, eval_set))
+            written.append(plot_metric(hist, "val_top1", out / "top1.png", title, f"{eval_set} top-1 accuracy", best,
                                        "" if class_head else "class head not trained (cls_weight=0)"))
-            written.append(plot_metric(hist, "val_rmse", out / "rmse.png", title, "validation count RMSE", best,
+            written.append(plot_metric(hist, "val_rmse", out / "rmse.png", title, f"{eval_set} count RMSE", best,
                                        "" if count_head else "count head not trained (lambda_cnt=0)"))
 
     if (run_dir / "predictions.csv").is_file():

@@ -37,6 +37,13 @@ EDA_DIR = "eda"
 COMPARISON_DIR = "comparison"
 SECTIONS = ("1. Summary", "2. Data (EDA)", "3. Architecture", "4. Augmentations and why", "5. Setups",
             "6. Results", "7. Confusion matrices", "8. Error analysis", "9. Discussion")
+ABLATION_FILE = "ablation.md"
+ABLATION_SECTION = "10. Ablation"
+ABLATION_INTRO = ("Written by `python -m shapecount.ablation ROOT` from one run folder per setting and seed, and copied "
+                  "here by `shapecount report FOLDER --ablation ROOT`. Each setting is a multitask run whose epoch is "
+                  "selected on held-out training images and scored on the official validation images (mean ± std "
+                  "over the seeds listed). The second table shows how each setting moves the errors: wrong type "
+                  "pair, right pair with the split off by one or more, and the count head's error per type.")
 RESULT_FIELDS = ("run", "label", "experiment", "kind", "cls_weight", "lambda_cnt", "loss", "top1", "top1_source",
                  "macro_f1", "pair_accuracy", "rmse", "mae", "count_decoded_accuracy", "epochs", "best_epoch",
                  "runtime_s", "n_val", "class_head_trained", "count_head_trained")
@@ -298,9 +305,12 @@ def per_pair_md(runs: list[Run]) -> str:
 def plot_curves(runs: list[Run], path: Path) -> Path:
     fig = plots.new_figure(figsize=(17, 4.6))
     axes = fig.subplots(1, 3)
-    panels = [("val_top1", "validation top-1 accuracy", lambda r: r.class_head, "runs with a trained class head"),
-              ("val_rmse", "validation count RMSE", lambda r: r.count_head, "runs with a trained count head"),
-              ("val_loss", "validation loss (weighted total, log scale)", lambda r: True, "all runs")]
+    # Runs with a holdout log the held-out images per epoch; one shared name when all runs agree.
+    names = {plots.eval_set_name(r.config) for r in runs} or {"validation"}
+    ev = names.pop() if len(names) == 1 else "validation or held-out"
+    panels = [("val_top1", f"{ev} top-1 accuracy", lambda r: r.class_head, "runs with a trained class head"),
+              ("val_rmse", f"{ev} count RMSE", lambda r: r.count_head, "runs with a trained count head"),
+              ("val_loss", f"{ev} loss (weighted total, log scale)", lambda r: True, "all runs")]
     for ax, (col, ylabel, keep, which) in zip(axes, panels):
         drawn = 0
         for i, run in enumerate(runs):
@@ -325,7 +335,7 @@ def plot_curves(runs: list[Run], path: Path) -> Path:
         ax.grid(alpha=0.3)
         if drawn:
             ax.legend(fontsize=8)
-    fig.suptitle("Validation curves of all runs", fontsize=12)
+    fig.suptitle(f"Per-epoch {ev} curves of all runs", fontsize=12)
     return plots.save_figure(fig, path)
 
 
@@ -840,6 +850,9 @@ def build_markdown(out: Path, runs: list[Run], meta: dict | None, notes: list[st
             _discussion(runs, rows)]
     for title, part in zip(SECTIONS, body):
         s += [f"## {title}", "", *part, ""]
+    ablation = out / ABLATION_FILE
+    if ablation.is_file():  # copied in by `shapecount report --ablation ROOT`
+        s += [f"## {ABLATION_SECTION}", "", ABLATION_INTRO, "", ablation.read_text(encoding="utf-8"), ""]
     text = "\n".join(s)
     return re.sub(r"\n{3,}", "\n\n", text).rstrip() + "\n"
 
