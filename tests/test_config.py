@@ -23,7 +23,10 @@ def test_fast_recipe_is_the_default_and_departs_only_in_schedule_and_dtype():
     assert fast.schedule == "cosine" and fast.lr == 2e-3 and fast.epochs == 40 and fast.bf16
     # every recipe x experiment is a valid config, and an explicit override beats the recipe
     best = make_config("multitask", "best")
-    assert best.synth_per_epoch > 0 and best.holdout == 1000 and best.lr == fast.lr and best.epochs == fast.epochs
+    changed = {k for k, v in best.to_dict().items() if fast.to_dict()[k] != v}
+    assert changed == {"synth_per_epoch", "holdout", "head_hidden", "head_dropout1", "head_dropout2"}
+    assert best.synth_per_epoch == 45000 and best.holdout == 1000 and best.head_hidden == 256
+    assert best.head_dropout1 == best.head_dropout2 == 0.0
     for recipe in ("protocol", "fast", "best", "quick"):
         for exp in ("classification", "regression", "multitask"):
             make_config(exp, recipe)

@@ -135,6 +135,7 @@ def test_report_sections_numbers_and_html(tmp_path: Path) -> None:
     assert "parameters: backbone 123,456" in md
     assert "up-triangles -> left-triangles" in md and "right-triangles <-> left-triangles" in md
     assert "Test-time augmentation: the final metrics average" in md
+    assert "| 64, dropout 0.30/0.10 |" in md  # setups: head width and dropout of the default heads
     assert "| 0.654 ‡ | 0.704 ‡ |" in md  # regression-only: TTA effect on the count-decoded accuracy
     # discussion: computed difference and binomial std on n_val
     d = m["multitask"]["top1_accuracy"] - m["classification"]["top1_accuracy"]

@@ -34,8 +34,8 @@ def _config_args(p: argparse.ArgumentParser, experiment: bool = True) -> None:
         p.add_argument("--lambda-cnt", type=float, help="weight of the count loss (preset: 0 / 1 / 5)")
     p.add_argument("--recipe", default=DEFAULT_RECIPE,
                    help="fast (default: 40 epochs, cosine lr peak 2e-3, bf16) | protocol (the assignment's: "
-                        "constant lr 1e-3, fp32, up to 100 epochs) | best (fast + synthetic data, selection on a "
-                        "holdout) | quick (2-epoch demo)")
+                        "constant lr 1e-3, fp32, up to 100 epochs) | best (fast + 45k synthetic images per epoch, "
+                        "wider heads without dropout, selection on a holdout) | quick (2-epoch demo)")
     p.add_argument("--epochs", type=int, help="cap on epochs (recipe's default: 40 fast, 100 protocol)")
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 15)")
     p.add_argument("--seed", type=int, help="seed for torch.manual_seed and data order (default 1)")

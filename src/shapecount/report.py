@@ -598,21 +598,31 @@ def _monitor(r: Run) -> str:
     return str(m)
 
 
+def _heads(r: Run) -> str:
+    """Head width and dropout, e.g. `64, dropout 0.3/0.1` (the report's heads) or `256, no dropout` (best)."""
+    hidden, d1, d2 = r.cfg("head_hidden"), _num(r.cfg("head_dropout1")), _num(r.cfg("head_dropout2"))
+    if hidden is None:
+        return "n/a"
+    return f"{hidden}, no dropout" if not (d1 or d2) else f"{hidden}, dropout {fmt(d1, 2)}/{fmt(d2, 2)}"
+
+
 def _setups(runs: list[Run]) -> list[str]:
     header = ["run", "experiment", "cls_weight", "lambda_cnt", "lr", "weight decay", "batch", "epochs cap",
-              "patience", "monitor", "schedule", "warmup", "bf16", "synthetic/epoch", "holdout", "TTA", "seed"]
+              "patience", "monitor", "schedule", "warmup", "bf16", "synthetic/epoch", "holdout", "heads", "TTA",
+              "seed"]
     rows = [[r.label, r.cfg("experiment", r.metrics.get("experiment")), fmt(_num(r.cfg("cls_weight")), 2),
              fmt(r.lambda_cnt, 2), fmt(r.cfg("lr")), fmt(r.cfg("weight_decay")), fmt(r.cfg("batch_size")),
              fmt(r.cfg("epochs")), fmt(r.cfg("patience")), _monitor(r), fmt(r.cfg("schedule")),
              fmt(r.cfg("warmup_epochs", 0)), fmt(r.cfg("bf16", False)), fmt(r.cfg("synth_per_epoch", 0)),
-             fmt(r.cfg("holdout", 0)), fmt(r.cfg("tta")), fmt(r.cfg("seed"))] for r in runs]
+             fmt(r.cfg("holdout", 0)), _heads(r), fmt(r.cfg("tta")), fmt(r.cfg("seed"))] for r in runs]
     if not rows:
         return ["> No runs.", ""]
     return [md_table(header, rows), "",
             ("Loss = cls_weight x NLL(class) + lambda_cnt x SmoothL1(counts); training stops after `patience` epochs "
             "without improvement of the monitored metric, and the best epoch's weights are evaluated. The metric is "
             "monitored on the validation images (the assignment's protocol) unless `holdout` > 0, in which case the "
-            "last `holdout` training images are held out for it and not trained on."), ""]
+            "last `holdout` training images are held out for it and not trained on. heads: hidden units of each "
+            "head's Linear-SiLU-Linear, and the dropout before and inside it."), ""]
 
 
 def _results(out: Path, runs: list[Run], rows: list[dict]) -> list[str]:
@@ -631,11 +641,13 @@ def _results(out: Path, runs: list[Run], rows: list[dict]) -> list[str]:
                                                           "RMSE single view", "RMSE with TTA"], t),
               "", "(‡: count-decoded accuracy of a run without a trained class head; † as above.)", ""]
     s += ["### Per-pair accuracy", "", per_pair_md(runs)]
-    s += ["### Validation curves", "", _fig(out, f"{COMPARISON_DIR}/curves.png", "Validation curves of all runs")]
+    s += ["### Per-epoch curves", "", _fig(out, f"{COMPARISON_DIR}/curves.png", "Per-epoch curves of all runs "
+                                           "(validation images, or the held-out ones when holdout > 0)")]
     for r in runs:
         s += [f"#### {r.label}", ""]
-        for f, cap in (("loss.png", "loss per epoch"), ("top1.png", "validation top-1 per epoch"),
-                       ("rmse.png", "validation RMSE per epoch")):
+        ev = plots.eval_set_name(r.config)
+        for f, cap in (("loss.png", "loss per epoch"), ("top1.png", f"{ev} top-1 per epoch"),
+                       ("rmse.png", f"{ev} RMSE per epoch")):
             s.append(_fig(out, r.rel(out, plots.PLOTS_DIR, f), f"{r.label}: {cap}"))
     return s
 
