@@ -9,11 +9,12 @@ reference whose config the others are compared with.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from shapecount import fileio
 from shapecount import labels as L
@@ -36,7 +37,9 @@ def _load(run: Path) -> tuple[dict, dict] | None:
     for k, v in (metrics.get("single_view") or {}).items():
         metrics[f"sv_{k}"] = v
     cfg = json.loads(c.read_text())
-    metrics.update(error_structure(run / "predictions.csv", cfg.get("cls_weight", 1.0) > 0))
+    from shapecount.plots import head_flags  # deferred with the rest of plots (matplotlib)
+
+    metrics.update(error_structure(run / "predictions.csv", head_flags(cfg, metrics)[0]))
     return metrics, cfg
 
 
@@ -44,25 +47,21 @@ def error_structure(path: Path, class_head: bool = True) -> dict[str, float]:
     """Where a run's errors are: share of images with the wrong type pair, with the right pair but the split
     off by 1 or by 2+, and the count head's MAE per type. Empty when predictions.csv is missing or unreadable
     (the row then shows n/a: the summary never fails on one bad run)."""
+    from shapecount import plots  # deferred: matplotlib is only needed once predictions are read
+
     try:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        col = "pred_class" if class_head else "pred_class_from_counts"
-        true = [int(r["true_class"]) for r in rows]
-        pred = [int(r[col]) for r in rows]
-        abs_err = [[abs(float(r[f"pred_{t}"]) - int(r[t])) for t in L.TYPES] for r in rows]
-    except (OSError, KeyError, ValueError, TypeError):
+        preds = plots.load_predictions(path.parent)
+        true, pred = preds["true_class"], plots.effective_pred_class(preds, class_head)
+        abs_err = np.abs(plots.pred_counts(preds) - plots.true_counts(preds))
+    except (OSError, KeyError, ValueError):
         return {}
-    n = len(rows)
-    if not n:
+    if not len(true):
         return {}
-    same = [t // L.SPLITS == p // L.SPLITS for t, p in zip(true, pred)]
-    off = [abs(t - p) for t, p in zip(true, pred)]  # same pair: class ids differ by the split difference
-    out = {"err_pair": sum(not s for s in same) / n,
-           "err_split1": sum(s and o == 1 for s, o in zip(same, off)) / n,
-           "err_split2": sum(s and o >= 2 for s, o in zip(same, off)) / n}
-    for j, t in enumerate(L.TYPES):
-        out[f"mae_{t}"] = sum(e[j] for e in abs_err) / n
+    same = true // L.SPLITS == pred // L.SPLITS
+    off = np.abs(true - pred)  # same pair: class ids differ by the split difference
+    out = {"err_pair": float(np.mean(~same)), "err_split1": float(np.mean(same & (off == 1))),
+           "err_split2": float(np.mean(same & (off >= 2)))}
+    out.update({f"mae_{t}": float(abs_err[:, j].mean()) for j, t in enumerate(L.TYPES)})
     return out
 
 
