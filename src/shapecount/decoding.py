@@ -74,11 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         data = D.load_gsn(args.data, progress=False)
-        grid = " ".join(f"{b:g}" for b in BETAS)
-        print(f"top-1 for beta = {grid}")
         gains = []
         for run in args.runs:
             r = check_run(run, data)
+            if not gains:  # after the first check, so a refused run prints only its error line
+                print(f"top-1 for beta = {' '.join(f'{b:g}' for b in BETAS)}")
             gains.append(r["val_joint"] - r["val_argmax"])
             print(f"{run}: holdout {' '.join(f'{v:.3f}' for v in r['holdout'])} | val "
                   f"{' '.join(f'{v:.3f}' for v in r['val'])} | chosen beta {r['beta']:g}: val {r['val_joint']:.3f} "
