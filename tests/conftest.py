@@ -100,7 +100,7 @@ def real_data() -> Path:
     """The real GSN zip or directory from $SHAPECOUNT_DATA; skips when unset or missing."""
     value = os.environ.get("SHAPECOUNT_DATA", "")
     if not value or not Path(value).exists():
-        pytest.skip("set SHAPECOUNT_DATA to the GSN zip (e.g. /work/shared/datasets/data_gsn.zip)")
+        pytest.skip("set SHAPECOUNT_DATA to the GSN zip (data_gsn.zip) to run the real-data tests")
     return Path(value)
 
 

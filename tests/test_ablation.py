@@ -3,6 +3,7 @@ import json
 import pytest
 
 from shapecount import ablation
+from shapecount.cli import main
 
 
 def _run(folder, seed, top1, rmse, **cfg):
@@ -19,7 +20,7 @@ def test_mean_std_over_seeds_and_config_differences(tmp_path, capsys):
     for seed, t in ((1, 0.8), (2, 0.9)):
         _run(tmp_path / "b_synth" / f"s{seed}", seed, t, 0.3, synth_per_epoch=18000)
     (tmp_path / "c_empty" / "s1").mkdir(parents=True)  # unfinished: ignored
-    assert ablation.main([str(tmp_path)]) == 0
+    assert main(["ablation", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "ablation.json").read_text())
     assert [r["setting"] for r in rows] == ["a_real", "b_synth"]
     mean, std = rows[0]["top1_accuracy"]
@@ -31,8 +32,8 @@ def test_mean_std_over_seeds_and_config_differences(tmp_path, capsys):
 
 
 def test_bad_root_one_line(tmp_path, capsys):
-    assert ablation.main([str(tmp_path / "nope")]) == 2
-    assert ablation.main([str(tmp_path)]) == 2
+    assert main(["ablation", str(tmp_path / "nope")]) == 2
+    assert main(["ablation", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(e.startswith("error: ") for e in err)
 
@@ -64,7 +65,7 @@ def test_error_structure_from_predictions(tmp_path):
     assert e["err_split2"] == pytest.approx(0.25)
     assert e["mae_squares"] == pytest.approx(0.5 / 4) and e["mae_left"] == pytest.approx(1 / 4)
     assert e["mae_up"] == 0
-    assert ablation.main([str(tmp_path)]) == 0
+    assert main(["ablation", str(tmp_path)]) == 0
     md = (tmp_path / "ablation.md").read_text()
     assert "Where the errors are" in md and "| a | 0.250 | 0.250 | 0.250 | 0.125 |" in md
     (run / "predictions.csv").write_text("garbage\n1,2\n")  # unreadable: n/a, no failure

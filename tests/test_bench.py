@@ -1,11 +1,18 @@
-"""`shapecount bench` end to end on a tiny synthetic dataset: every figure present, finite and consistent."""
+"""`shapecount bench` end to end on a tiny synthetic dataset: every figure present, finite and consistent; and
+the typical pipeline's Dataset it times."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
+import torch
+from torch.utils.data import DataLoader
 
 from conftest import write_gsn_dir
+from shapecount import bench
+from shapecount import data as D
+from shapecount import labels as L
 from shapecount.cli import main
 
 
@@ -36,3 +43,31 @@ def test_bench_rejects_bad_options(capsys):
     with pytest.raises(SystemExit) as e:
         main(["bench", "--dtype", "fp16"])
     assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_dataset_directory_and_tensor_paths_agree(gsn_dir: Path) -> None:
+    d = D.load_gsn(str(gsn_dir), progress=False)
+    slow, fast = bench.GSNDataset(gsn_dir), bench.GSNDataset(d)
+    assert len(slow) == len(fast) == 40
+    for i in (0, 17, 39):
+        (xs, cs, ns), (xf, cf, nf) = slow[i], fast[i]
+        assert xs.shape == (1, 28, 28) and xs.dtype == torch.float32 and torch.equal(xs, xf)
+        assert cs == cf == int(d.classes[i]) and isinstance(cs, int)
+        assert ns.dtype == torch.float32 and torch.equal(ns, nf) and ns.shape == (6,)
+        assert xs.min() >= 0 and xs.max() <= 1
+    x, c, n = next(iter(DataLoader(fast, batch_size=8)))
+    assert x.shape == (8, 1, 28, 28) and c.shape == (8,) and n.shape == (8, 6)
+
+
+def test_dataset_transform_recomputes_class(gsn_dir: Path) -> None:
+    d = D.load_gsn(str(gsn_dir), progress=False)
+
+    def hflip(image: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return image.flip(-1), L.permute_counts(counts, L.HFLIP)
+
+    ds = bench.GSNDataset(d, transform=hflip)
+    for i in range(40):
+        x, c, n = ds[i]
+        assert torch.equal(x, d.images[i].float().div(255).flip(-1).unsqueeze(0))
+        assert c == L.counts_to_class(L.permute_counts(d.counts[i], L.HFLIP).tolist())
+        assert n.tolist() == L.permute_counts(d.counts[i], L.HFLIP).float().tolist()

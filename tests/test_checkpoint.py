@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from shapecount.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from shapecount.config import make_config
 from shapecount.errors import UserError
-from shapecount.experiments import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from shapecount.model import build_model
 
 

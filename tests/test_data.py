@@ -1,4 +1,4 @@
-"""shapecount.data: sources, validation (one test per bad input), cache, download, Dataset, summary."""
+"""shapecount.data: sources, validation (one test per bad input), cache, download, summary."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from conftest import draw, rgba, synthetic_counts, write_gsn_dir, zip_dir
 from shapecount import data as D
 from shapecount import labels as L
+from shapecount.data import downloader as DL
+from shapecount.data import validation as V
 from shapecount.errors import DataError
 
 REAL_LABELS_SHA = "21ca1d41da521baad1baceb57270e0eb6247df908d1fc70a4f6504891aded83c"
@@ -216,7 +217,7 @@ def test_huge_image_refused_before_decoding(gsn_dir: Path, monkeypatch: pytest.M
         assert im.size == (28, 28), "a huge image got as far as PIL"
         return im
 
-    monkeypatch.setattr(D.Image, "open", checked_open)
+    monkeypatch.setattr(Image, "open", checked_open)
     msg = load_error(gsn_dir, cache=False)
     assert "img_00007.png" in msg and "4000x3000" in msg and "limit" in msg
 
@@ -312,13 +313,13 @@ def test_read_image_errors(tmp_path: Path) -> None:
 
 def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    real = D.decode_png
+    real = V.decode_png
 
     def counting(raw: bytes, where: str) -> np.ndarray:
         calls.append(1)
         return real(raw, where)
 
-    monkeypatch.setattr(D, "decode_png", counting)
+    monkeypatch.setattr(V, "decode_png", counting)
     return calls
 
 
@@ -331,7 +332,7 @@ def test_second_load_from_cache(gsn_dir: Path, gsn_zip: Path, monkeypatch: pytes
     def fail(*a, **k):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(D, "decode_png", fail)
+    monkeypatch.setattr(V, "decode_png", fail)
     second = D.load_gsn(src, progress=False)
     assert torch.equal(first.images, second.images) and torch.equal(first.classes, second.classes)
     assert first.names == second.names and first.sha256 == second.sha256
@@ -444,48 +445,18 @@ def test_download_failures(server, isolated_cache: Path, path: str, expected: li
 
 def test_download_retries_then_succeeds(server, monkeypatch: pytest.MonkeyPatch) -> None:
     base, _, hits = server
-    real = D._fetch
+    real = DL._fetch
     attempts: list[int] = []
 
     def flaky(*a, **k):
         attempts.append(1)
         if len(attempts) == 1:
-            raise D._IncompleteDownload("simulated drop")
+            raise DL._IncompleteDownload("simulated drop")
         return real(*a, **k)
 
-    monkeypatch.setattr(D, "_fetch", flaky)
+    monkeypatch.setattr(DL, "_fetch", flaky)
     assert len(D.load_gsn(f"{base}/gsn.zip", progress=False, retries=2, backoff=0)) == 40
     assert len(attempts) == 2 and hits == ["/gsn.zip"]
-
-
-# ---- torch Dataset ----
-
-def test_dataset_directory_and_tensor_paths_agree(gsn_dir: Path) -> None:
-    d = D.load_gsn(str(gsn_dir), progress=False)
-    slow, fast = D.GSNDataset(gsn_dir), D.GSNDataset(d)
-    assert len(slow) == len(fast) == 40
-    for i in (0, 17, 39):
-        (xs, cs, ns), (xf, cf, nf) = slow[i], fast[i]
-        assert xs.shape == (1, 28, 28) and xs.dtype == torch.float32 and torch.equal(xs, xf)
-        assert cs == cf == int(d.classes[i]) and isinstance(cs, int)
-        assert ns.dtype == torch.float32 and torch.equal(ns, nf) and ns.shape == (6,)
-        assert xs.min() >= 0 and xs.max() <= 1
-    x, c, n = next(iter(DataLoader(fast, batch_size=8)))
-    assert x.shape == (8, 1, 28, 28) and c.shape == (8,) and n.shape == (8, 6)
-
-
-def test_dataset_transform_recomputes_class(gsn_dir: Path) -> None:
-    d = D.load_gsn(str(gsn_dir), progress=False)
-
-    def hflip(image: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return image.flip(-1), L.permute_counts(counts, L.HFLIP)
-
-    ds = D.GSNDataset(d, transform=hflip)
-    for i in range(40):
-        x, c, n = ds[i]
-        assert torch.equal(x, d.images[i].float().div(255).flip(-1).unsqueeze(0))
-        assert c == L.counts_to_class(L.permute_counts(d.counts[i], L.HFLIP).tolist())
-        assert n.tolist() == L.permute_counts(d.counts[i], L.HFLIP).float().tolist()
 
 
 # ---- summary ----

@@ -28,6 +28,7 @@ import pytest
 from conftest import write_gsn_dir, zip_dir
 from shapecount import data as D
 from shapecount.cli import main
+from shapecount.data import downloader as DL
 from shapecount.errors import DataError
 
 TIMEOUT = 5.0  # the client's socket timeout: generous, so a busy machine does not cause retries
@@ -164,7 +165,7 @@ def temp_files(folder: Path) -> list[Path]:
 
 
 def data_check(url: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    rc = main(["data", "check", "--data", url])
+    rc = main(["check", "--data", url])
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -180,7 +181,7 @@ def error_line(err: str) -> str:
 def assert_downloaded(url: str, cache: Path, zip_bytes: bytes) -> None:
     path = D.download_path(url)
     assert path.read_bytes() == zip_bytes
-    assert D._sidecar(path).is_file()
+    assert DL._sidecar(path).is_file()
     assert temp_files(cache) == [], "no temp files"
     assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, path.name + ".sha256"])
 
@@ -292,7 +293,7 @@ def test_retries_zero_means_one_attempt(fault_server: FaultServer, isolated_cach
     assert fault_server.attempts("/once.zip") == 1 and files_in(isolated_cache) == []
 
 
-class _InterruptingBar(D.tqdm):
+class _InterruptingBar(DL.tqdm):
     def update(self, n: float | None = 1) -> bool | None:
         raise KeyboardInterrupt
 
@@ -302,11 +303,11 @@ def test_ctrl_c_mid_download(fault_server: FaultServer, isolated_cache: Path, zi
     """Ctrl-C while the body streams: exit 130, no retry, the temp file deleted; the next run downloads."""
     url = fault_server.base + "/gsn.zip"
     with monkeypatch.context() as mp:
-        mp.setattr(D, "tqdm", _InterruptingBar)
-        rc = main(["data", "check", "--data", url])
+        mp.setattr(DL, "tqdm", _InterruptingBar)
+        rc = main(["check", "--data", url])
     assert rc == 130 and "interrupted" in capsys.readouterr().err
     assert fault_server.attempts("/gsn.zip") == 1 and files_in(isolated_cache) == []
-    assert main(["data", "check", "--data", url]) == 0
+    assert main(["check", "--data", url]) == 0
     assert_downloaded(url, isolated_cache, zip_bytes)
 
 
@@ -324,9 +325,9 @@ def test_damaged_cached_download_is_replaced(fault_server: FaultServer, isolated
             zf.writestr("labels.csv", "name\n")
         path.write_bytes(buf.getvalue())
     elif damage == "sidecar missing":
-        D._sidecar(path).unlink()
+        DL._sidecar(path).unlink()
     else:
-        D._sidecar(path).write_bytes(b"\xff\xfe not a hash\n")
+        DL._sidecar(path).write_bytes(b"\xff\xfe not a hash\n")
     assert D.download(url, timeout=TIMEOUT, progress=False) == path
     assert fault_server.attempts("/gsn.zip") == 2
     assert_downloaded(url, isolated_cache, zip_bytes)
@@ -368,21 +369,21 @@ def test_unusable_cache_dir(fault_server: FaultServer, isolated_cache: Path, zip
             def no_space(*a, **k):
                 raise OSError(errno.ENOSPC, "No space left on device")
 
-            mp.setattr(D.tempfile, "mkstemp", no_space)
+            mp.setattr(DL.tempfile, "mkstemp", no_space)
         elif where == "disk full mid-download":
             real_fdopen = os.fdopen
-            mp.setattr(D.os, "fdopen", lambda *a, **k: _FullDisk(real_fdopen(*a, **k)))
+            mp.setattr(DL.os, "fdopen", lambda *a, **k: _FullDisk(real_fdopen(*a, **k)))
         else:  # the real fileio.atomic_write runs; its temp file must go too
             def full(self: Path, *a, **k) -> int:
                 raise OSError(errno.ENOSPC, "No space left on device")
 
             mp.setattr(Path, "write_text", full)
-        rc = main(["data", "check", "--data", url])
+        rc = main(["check", "--data", url])
         line = error_line(capsys.readouterr().err)
     assert rc == 2 and "cannot hold the download" in line and "SHAPECOUNT_CACHE" in line, line
     assert fault_server.attempts("/gsn.zip") == attempts
     if where.startswith(("cache is", "downloads is")):
         return
     assert files_in(isolated_cache) == [], "nothing partial or temporary left"
-    assert main(["data", "check", "--data", url]) == 0
+    assert main(["check", "--data", url]) == 0
     assert_downloaded(url, isolated_cache, zip_bytes)

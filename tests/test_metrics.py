@@ -70,3 +70,17 @@ def test_metrics_are_per_sample_not_per_batch():
 
 def test_binomial_std():
     assert metrics.binomial_std(0.5, 1000) == pytest.approx(np.sqrt(0.25 / 1000))
+
+
+def test_error_split_and_per_pair_accuracy():
+    c = labels.counts_to_class
+    true = np.array([c([5, 5, 0, 0, 0, 0])] * 4 + [c([0, 0, 5, 5, 0, 0])])
+    pred = np.array([c([5, 5, 0, 0, 0, 0]), c([4, 6, 0, 0, 0, 0]), c([2, 8, 0, 0, 0, 0]), c([5, 0, 5, 0, 0, 0]),
+                     c([0, 0, 5, 5, 0, 0])])
+    assert metrics.error_split(true, pred) == {"n": 5, "errors": 3, "same_pair": 2, "wrong_pair": 1,
+                                               "split_off": [1, 0, 1]}
+    acc = metrics.per_pair_accuracy(torch.as_tensor(pred), torch.as_tensor(true))
+    assert acc[0] == 0.25 and acc[labels.class_to_pair(true[-1])] == 1.0
+    assert sum(math.isnan(a) for a in acc) == labels.NUM_PAIRS - 2
+    cm = metrics.confusion(true, pred, labels.NUM_CLASSES)
+    assert cm.sum() == 5 and cm[true[0], true[0]] == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shapecount import labels, plots
+from shapecount import labels, plots, runfolder
 from shapecount.config import make_config
 
 HISTORY_COLS = ["epoch", "train_loss", "train_loss_cls", "train_loss_cnt", "val_loss", "val_loss_cls", "val_loss_cnt",
@@ -77,7 +77,7 @@ def make_run_folder(run_dir: Path, experiment: str = "multitask", n: int = 50, e
 
 
 def fake_images(run_dir: Path) -> dict[str, np.ndarray]:
-    preds = plots.load_predictions(run_dir)
+    preds = runfolder.load_predictions(run_dir)
     rng = np.random.default_rng(1)
     return {str(n): (rng.random((28, 28)) > 0.8).astype(np.uint8) * 255 for n in preds["name"]}
 
@@ -108,26 +108,13 @@ def test_worst_errors_only_with_images(tmp_path: Path) -> None:
 def test_worst_error_ranking_is_most_confidently_wrong(tmp_path: Path) -> None:
     run = tmp_path / "mt"
     make_run_folder(run, n=80)
-    preds = plots.load_predictions(run)
+    preds = runfolder.load_predictions(run)
     idx = plots.worst_error_indices(preds, class_head=True, k=5)
     assert all(preds["pred_class"][i] != preds["true_class"][i] for i in idx)
     conf = preds["confidence"][idx]
     assert np.all(np.diff(conf) <= 0)
     wrong = preds["pred_class"] != preds["true_class"]
     assert conf[0] == preds["confidence"][wrong].max()
-
-
-def test_loaders_types(tmp_path: Path) -> None:
-    run = tmp_path / "r"
-    make_run_folder(run, epochs=4)
-    hist = plots.load_history(run)
-    assert set(HISTORY_COLS) <= set(hist)
-    assert hist["epoch"].tolist() == [1, 2, 3, 4]
-    preds = plots.load_predictions(run)
-    assert preds["true_class"].dtype == np.int64 and preds["pred_up"].dtype == float
-    assert preds["name"][0] == "00000.png"
-    for k, c in zip(preds["true_class"], np.stack([preds[t] for t in labels.TYPES], 1)):
-        assert labels.counts_to_class(c) == k
 
 
 def test_missing_files_skip_their_plots(tmp_path: Path) -> None:
@@ -141,16 +128,10 @@ def test_missing_files_skip_their_plots(tmp_path: Path) -> None:
     assert plots.make_run_plots(run) == []
 
 
-def test_atomic_write_leaves_no_temp(tmp_path: Path) -> None:
-    p = plots.atomic_write_text(tmp_path / "sub" / "a.txt", "hello")
-    assert p.read_text() == "hello"
-    assert [x.name for x in p.parent.iterdir()] == ["a.txt"]
-
-
 def test_curves_name_the_images_they_were_measured_on(tmp_path: Path, monkeypatch) -> None:
     """With a holdout the per-epoch columns are the held-out training images, and the figures say so."""
-    assert plots.eval_set_name({"holdout": 0}) == "validation" and plots.eval_set_name(None) == "validation"
-    assert plots.eval_set_name({"holdout": 1000}) == "held-out (1000 train images)"
+    assert runfolder.eval_set_name({"holdout": 0}) == "validation" and runfolder.eval_set_name(None) == "validation"
+    assert runfolder.eval_set_name({"holdout": 1000}) == "held-out (1000 train images)"
     ylabels = []
     real = plots.plot_metric
     monkeypatch.setattr(plots, "plot_metric", lambda *a, **k: ylabels.append(a[4]) or real(*a, **k))

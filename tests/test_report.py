@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shapecount import labels, plots, report
+from shapecount import labels, plots, report, runfolder
 
 try:
     from test_plots import make_run_folder
@@ -90,7 +90,7 @@ def test_compare_writes_files_and_values_equal_metrics(tmp_path: Path) -> None:
     assert float(reg["top1"]) == m["regression"]["count_decoded_accuracy"]
     assert reg["top1_source"].startswith("count head")
     assert float(reg["rmse"]) == m["regression"]["rmse"]
-    preds = plots.load_predictions(tmp_path / "regression")
+    preds = runfolder.load_predictions(tmp_path / "regression")
     dec = preds["pred_class_from_counts"]
     assert float(reg["pair_accuracy"]) == pytest.approx(np.mean(dec // 9 == preds["true_class"] // 9))
     assert float(reg["macro_f1"]) != m["regression"]["macro_f1"]
@@ -306,13 +306,28 @@ def test_report_ablation_option_adds_the_table(tmp_path: Path, capsys) -> None:
         (run / "config.json").write_text(json.dumps({"seed": seed, "synth_per_epoch": 18000}))
     assert main(["report", str(tmp_path / "rep"), "--ablation", str(root)]) == 2  # table not made yet
     err = capsys.readouterr().err.strip()
-    assert "ablation.md: not found" in err and "python -m shapecount.ablation" in err and "\n" not in err
+    assert "ablation.md: not found" in err and "shapecount ablation" in err and "\n" not in err
     assert not (tmp_path / "rep" / report.ABLATION_FILE).exists()
-    from shapecount import ablation
-    assert ablation.main([str(root)]) == 0
+    assert main(["ablation", str(root)]) == 0
     assert main(["report", str(tmp_path / "rep"), "--ablation", str(root)]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     assert f"## {report.ABLATION_SECTION}" in md and "0.710 ± 0.014" in md and "Where the errors are" in md
     assert "0.710 ± 0.014" in (tmp_path / "rep" / "report.html").read_text()
     assert main(["report", str(tmp_path / "rep")]) == 0  # the copy stays: later rebuilds keep the section
     assert f"## {report.ABLATION_SECTION}" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_markdown_to_html_page(tmp_path: Path) -> None:
+    _png(tmp_path / "a.png")
+    md = ("# T\n\n## 1. One\n\n- a\n- b\n\n- c\n\n| x | n |\n|---|---|\n| <b>raw</b> | 0.5 ‡ |\n\n"
+          "| empty |\n|---|\n\n![cap](a.png)\n\n![gone](b.png)\n\n```\n<code> & stays\n```\n")
+    page = report.markdown_to_html(md, tmp_path, title="t")
+    body = page.split("<main>")[1]
+    assert body.count("<ul>") == 2  # a blank line between bullets starts a new list
+    assert "&lt;b&gt;raw&lt;/b&gt;" in body and "<b>" not in body  # no raw HTML
+    assert '<td class="num">0.5 ‡</td>' in body and "<td></td>" not in body
+    assert re.search(r'<figure><img alt="cap" src="data:image/png;base64,[^"]+"><figcaption>cap</figcaption>',
+                     body)
+    assert "Not available: <code>b.png</code> is missing." in body
+    assert "&lt;code&gt; &amp; stays" in body
+    assert '<nav class="toc"><strong>Contents</strong><ol><li><a href="#1-one">One</a></li></ol></nav>' in body

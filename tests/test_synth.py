@@ -147,9 +147,13 @@ def test_fidelity_report_runs_and_self_agrees():
     assert len(rep["real"]["row_profile"]) == 28
 
 
-def test_module_cli_speed_and_bad_data_one_line(tmp_path, capsys):
-    assert S.main([]) == 0
-    assert "images/s" in capsys.readouterr().out
-    assert S.main([str(tmp_path / "missing.zip")]) == 2
+def test_cli_speed_fidelity_and_bad_data_one_line(tmp_path, capsys):
+    from shapecount.cli import main
+
+    S.write_dataset(tmp_path / "gsn", 60, seed=2)
+    assert main(["synth", "--data", str(tmp_path / "gsn")]) == 0
+    out = capsys.readouterr().out
+    assert "images/s" in out and "ink" in out
+    assert main(["synth", "--data", str(tmp_path / "missing.zip")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "missing.zip" in err and "\n" not in err

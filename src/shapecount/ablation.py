@@ -1,4 +1,4 @@
-"""`python -m shapecount.ablation ROOT`: mean +- std over seeds of every setting under ROOT.
+"""`shapecount ablation ROOT`: mean +- std over seeds of every setting under ROOT.
 
 Layout: ROOT/<setting>/<seed run>/ (run folders written by `shapecount train`). Reads only metrics.json,
 config.json and predictions.csv; prints two Markdown tables (the metrics, then where the errors are) and writes
@@ -8,18 +8,18 @@ reference whose config the others are compared with.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from shapecount import fileio
+from shapecount import fileio, runfolder
 from shapecount import labels as L
+from shapecount.mdtable import md_table
+from shapecount.metrics import error_split
 
-# (column, metrics.json key or single_view key, digits)
+# (column, metrics.json key; sv_* are the keys of its single_view)
 COLUMNS = [("top-1", "top1_accuracy"), ("macro F1", "macro_f1"), ("pair acc.", "pair_accuracy"), ("RMSE", "rmse"),
            ("MAE", "mae"), ("top-1 single view", "sv_top1_accuracy"), ("RMSE single view", "sv_rmse")]
 IGNORED = {"seed", "threads", "device", "config_version"}
@@ -37,9 +37,7 @@ def _load(run: Path) -> tuple[dict, dict] | None:
     for k, v in (metrics.get("single_view") or {}).items():
         metrics[f"sv_{k}"] = v
     cfg = json.loads(c.read_text())
-    from shapecount.plots import head_flags  # deferred with the rest of plots (matplotlib)
-
-    metrics.update(error_structure(run / "predictions.csv", head_flags(cfg, metrics)[0]))
+    metrics.update(error_structure(run / "predictions.csv", runfolder.head_flags(cfg, metrics)[0]))
     return metrics, cfg
 
 
@@ -47,20 +45,18 @@ def error_structure(path: Path, class_head: bool = True) -> dict[str, float]:
     """Where a run's errors are: share of images with the wrong type pair, with the right pair but the split
     off by 1 or by 2+, and the count head's MAE per type. Empty when predictions.csv is missing or unreadable
     (the row then shows n/a: the summary never fails on one bad run)."""
-    from shapecount import plots  # deferred: matplotlib is only needed once predictions are read
-
     try:
-        preds = plots.load_predictions(path.parent)
-        true, pred = preds["true_class"], plots.effective_pred_class(preds, class_head)
-        abs_err = np.abs(plots.pred_counts(preds) - plots.true_counts(preds))
+        preds = runfolder.load_predictions(path.parent)
+        true, pred = preds["true_class"], runfolder.effective_pred_class(preds, class_head)
+        abs_err = np.abs(runfolder.pred_counts(preds) - runfolder.true_counts(preds))
     except (OSError, KeyError, ValueError):
         return {}
     if not len(true):
         return {}
-    same = true // L.SPLITS == pred // L.SPLITS
-    off = np.abs(true - pred)  # same pair: class ids differ by the split difference
-    out = {"err_pair": float(np.mean(~same)), "err_split1": float(np.mean(same & (off == 1))),
-           "err_split2": float(np.mean(same & (off >= 2)))}
+    e = error_split(true, pred)
+    n = e["n"]
+    out = {"err_pair": e["wrong_pair"] / n, "err_split1": e["split_off"][0] / n,
+           "err_split2": (e["split_off"][1] + e["split_off"][2]) / n}
     out.update({f"mae_{t}": float(abs_err[:, j].mean()) for j, t in enumerate(L.TYPES)})
     return out
 
@@ -87,49 +83,33 @@ def summarize(root: Path, baseline: str | None = None) -> list[dict]:
     return rows
 
 
+def _mean_std(r: dict, key: str) -> str:
+    v = r.get(key)
+    return "n/a" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}" if r["n"] > 1 else f"{v[0]:.3f}"
+
+
 def to_markdown(rows: list[dict]) -> str:
     head = ["setting", "seeds", *[c for c, _ in COLUMNS], "epochs", "min/run", "differs from the first row in"]
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["setting"], ",".join(map(str, r["seeds"]))]
-        for _, key in COLUMNS:
-            v = r[key]
-            cells.append("n/a" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}" if r["n"] > 1 else f"{v[0]:.3f}")
-        changes = ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "(reference)"
-        cells += [f"{r['epochs']:.0f}", f"{r['minutes']:.1f}", changes]
-        out.append("| " + " | ".join(cells) + " |")
-    out += ["", "Where the errors are (fraction of the validation images; count MAE of the count head, per type):", ""]
-    head = ["setting", *[c for c, _ in ERROR_COLUMNS]]
-    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["setting"]]
-        for _, key in ERROR_COLUMNS:
-            v = r.get(key)
-            cells.append("n/a" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}" if r["n"] > 1 else f"{v[0]:.3f}")
-        out.append("| " + " | ".join(cells) + " |")
-    return "\n".join(out) + "\n"
+    body = [[r["setting"], ",".join(map(str, r["seeds"])), *(_mean_std(r, key) for _, key in COLUMNS),
+             f"{r['epochs']:.0f}", f"{r['minutes']:.1f}",
+             ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "(reference)"] for r in rows]
+    errors = [[r["setting"], *(_mean_std(r, key) for _, key in ERROR_COLUMNS)] for r in rows]
+    return "\n".join([md_table(head, body), "",
+                      "Where the errors are (fraction of the validation images; count MAE of the count head, per type):",
+                      "", md_table(["setting", *[c for c, _ in ERROR_COLUMNS]], errors)]) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m shapecount.ablation", description=__doc__.splitlines()[0])
-    p.add_argument("root", type=Path)
-    p.add_argument("--baseline", help="setting (sub-folder) to compare the others with")
-    args = p.parse_args(argv)
-    if not args.root.is_dir():
-        print(f"error: {args.root}: no such folder (pass the folder holding one sub-folder per setting)",
-              file=sys.stderr)
-        return 2
-    rows = summarize(args.root, args.baseline)
+def write_summary(root: Path, baseline: str | None = None) -> str:
+    """Summarize ROOT, write ROOT/ablation.md and ROOT/ablation.json; returns the Markdown."""
+    from shapecount.errors import UserError
+
+    if not root.is_dir():
+        raise UserError(root, "no such folder", "pass the folder holding one sub-folder per setting")
+    rows = summarize(root, baseline)
     if not rows:
-        print(f"error: {args.root}: no finished runs (metrics.json + config.json) under its sub-folders",
-              file=sys.stderr)
-        return 2
+        raise UserError(root, "no finished runs (metrics.json + config.json) under its sub-folders",
+                        "train runs into ROOT/<setting>/<seed>/ first")
     md = to_markdown(rows)
-    fileio.write_text(args.root / "ablation.md", md)
-    fileio.write_json(args.root / "ablation.json", rows)
-    sys.stdout.write(md)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    fileio.write_text(root / "ablation.md", md)
+    fileio.write_json(root / "ablation.json", rows)
+    return md

@@ -61,7 +61,7 @@ def _draw(spec: AugmentSpec, n: int, gen: torch.Generator) -> torch.Tensor:
     probs = torch.tensor(spec.probs())
     chosen = torch.rand(n, len(TRANSFORMS), generator=gen) < probs
     if spec.at_least_one and spec.enabled:
-        # The report's policy: an image that drew nothing gets one enabled transform, uniformly.
+        # The seed report's policy: an image that drew nothing gets one enabled transform, uniformly.
         none = ~chosen.any(dim=1)
         weights = (probs > 0).float().expand(int(none.sum()), -1)
         if len(weights):

@@ -20,15 +20,62 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
 from shapecount import augment, engine, labels, runtime
 from shapecount.config import make_config
-from shapecount.data import GSNDataset, load_gsn, resolve_source
+from shapecount.data import GSNData, load_gsn, resolve_source
+from shapecount.data.sources import find_labels_dir
+from shapecount.data.validation import LABELS_NAME, parse_labels, read_bytes, read_image
 from shapecount.losses import multitask_loss
 from shapecount.model import ShapeCountNet
+
+Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class GSNDataset(Dataset):
+    """Items `(image float32 (1, 28, 28) in [0, 1], class id, counts float32 (6,))`.
+
+    From a GSNData: indexes the decoded tensors (no PIL). From a directory (or its labels.csv): reads
+    labels.csv once and opens each PNG with PIL on every access (the typical pipeline, kept as a baseline).
+    `transform(image, counts) -> (image, counts)` runs per item; the class is recomputed from its counts.
+    """
+
+    def __init__(self, source: GSNData | str | os.PathLike[str], transform: Transform | None = None) -> None:
+        self.transform = transform
+        self.data: GSNData | None = None
+        if isinstance(source, GSNData):
+            self.data = source
+            self.names = source.names
+            self._counts = source.counts.float()
+            self._classes = source.classes.tolist()
+        else:
+            root = Path(source)
+            folder = find_labels_dir(root.parent if root.name == LABELS_NAME else root)
+            self.folder = folder
+            self.names, counts = parse_labels(read_bytes(folder / LABELS_NAME), str(folder / LABELS_NAME))
+            self._counts = torch.from_numpy(counts).float()
+            self._classes = [labels.counts_to_class(c) for c in counts.tolist()]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def _image(self, i: int) -> torch.Tensor:
+        if self.data is not None:
+            return self.data.images[i].float().div_(255.0).unsqueeze(0)
+        arr = read_image(self.folder / self.names[i])
+        return torch.from_numpy(arr).float().div_(255.0).unsqueeze(0)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        image, counts = self._image(i), self._counts[i].clone()
+        if self.transform is None:
+            return image, self._classes[i], counts
+        image, counts = self.transform(image, counts)
+        return image, labels.counts_to_class(counts.round().long().tolist()), counts
 
 
 def model_flops_per_image() -> dict[str, int]:

@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 from shapecount import __version__
-from shapecount.config import DEFAULT_RECIPE, ConfigError, dumps, make_config, parse_set
+from shapecount.config import DEFAULT_RECIPE, EXPERIMENTS, RECIPES, ConfigError, dumps, make_config, parse_set
 from shapecount.errors import TrainingError, UserError
 from shapecount.labels import LabelError
 
 EXIT_USAGE = 2
+# `reproduce --quick` audits only this many validation images (a demo of the stage, in seconds).
+QUICK_AUDIT_IMAGES = 200
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,9 +32,10 @@ def _data_arg(p: argparse.ArgumentParser) -> None:
 
 def _config_args(p: argparse.ArgumentParser, experiment: bool = True) -> None:
     if experiment:
-        p.add_argument("--experiment", default="multitask", help="classification | regression | multitask")
+        p.add_argument("--experiment", default="multitask", choices=EXPERIMENTS,
+                       help="which heads are trained (default multitask)")
         p.add_argument("--lambda-cnt", type=float, help="weight of the count loss (preset: 0 / 1 / 5)")
-    p.add_argument("--recipe", default=DEFAULT_RECIPE,
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=tuple(RECIPES),
                    help="fast (default: 40 epochs, cosine lr peak 2e-3, bf16) | protocol (the assignment's: "
                         "constant lr 1e-3, fp32, up to 100 epochs) | best (fast + 45k synthetic images per epoch, "
                         "wider heads without dropout, selection on a holdout) | quick (2-epoch demo)")
@@ -60,18 +63,18 @@ def _overrides(args: argparse.Namespace) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="shapecount", description="Multitask learning (135-way class + 6 counts) on the GSN shapes "
                 "dataset: data checks, EDA, training, evaluation, prediction and reports.",
-                epilog="examples:\n  shapecount data check --data data_gsn.zip\n"
+                epilog="examples:\n  shapecount check --data data_gsn.zip\n"
                        "  shapecount train --experiment multitask --out runs/mt\n"
                        "  shapecount reproduce --quick --out runs/quick\n"
                        "  shapecount predict --checkpoint runs/mt/checkpoint.pt img.png\n"
+                       "  shapecount audit --split val --out runs/audit\n"
+                       "  shapecount solve img.png\n"
                        "Errors are one line `error: ...` with exit code 2.",
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"shapecount {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    d = sub.add_parser("data", help="dataset commands")
-    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    chk = dsub.add_parser("check", help="validate the dataset and print a summary")
+    chk = sub.add_parser("check", help="validate the dataset and print a summary")
     _data_arg(chk)
 
     e = sub.add_parser("eda", help="exploratory analysis: figures and tables")
@@ -118,24 +121,59 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--skip-typical", action="store_true")
     b.add_argument("--json", type=Path, help="write the results here")
 
+    au = sub.add_parser("audit", help="exact decoding of every image: feasible classes, posterior, the ceiling")
+    _data_arg(au)
+    au.add_argument("--split", choices=("train", "val", "all"), default="val",
+                    help="images to audit: the 9,000 training, 1,000 validation (default) or all")
+    au.add_argument("--out", type=Path, help="write audit.csv, witnesses.jsonl and summary.json here")
+    au.add_argument("--jobs", type=int, help="worker processes (default: one per CPU core)")
+    au.add_argument("--node-limit", type=int, default=None,
+                    help="search nodes per type pair before an image's pair is UNKNOWN")
+    au.add_argument("--no-cache", action="store_true", help="recompute even if a cached audit exists")
+    au.add_argument("--no-progress", action="store_true")
+
+    so = sub.add_parser("solve", help="exact decoding of PNG files: feasible classes, posterior, witness")
+    so.add_argument("paths", nargs="+", type=Path, metavar="PNG", help="28x28 binary PNGs or folders of them")
+    so.add_argument("--format", choices=("text", "json"), default="text")
+    so.add_argument("--node-limit", type=int, default=None,
+                    help="search nodes per type pair before the pair is reported UNKNOWN")
+
+    ab = sub.add_parser("ablation", help="mean +- std over seeds of every setting under ROOT, and error structure")
+    ab.add_argument("root", type=Path, help="folder with ROOT/<setting>/<seed>/ run folders")
+    ab.add_argument("--baseline", help="setting (sub-folder) to compare the others with")
+
+    de = sub.add_parser("decode", help="joint decoding (class x count likelihood) of runs vs the plain argmax")
+    _data_arg(de)
+    de.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run folders trained with a holdout")
+
+    sy = sub.add_parser("synth", help="synthetic GSN images: compare with the real data, or write a dataset")
+    _data_arg(sy)
+    sy.add_argument("--out", type=Path, help="write N synthetic images here as labels.csv + PNGs (GSN layout)")
+    sy.add_argument("-n", type=int, default=1000, help="images to write with --out (default 1000)")
+    sy.add_argument("--seed", type=int, default=0)
+
     rp = sub.add_parser("report", help="rebuild the comparison and report.md/report.html of a reproduce folder")
     rp.add_argument("folder", type=Path, help="the --out folder of `shapecount reproduce`")
     rp.add_argument("--ablation", type=Path, metavar="ROOT",
-                    help="also add ROOT/ablation.md (from `python -m shapecount.ablation ROOT`) as a section")
+                    help="also add ROOT/ablation.md (from `shapecount ablation ROOT`) as a section")
 
     r = sub.add_parser("reproduce", help="EDA + the three experiments + comparison + report")
     _data_arg(r)
     _config_args(r, experiment=False)
     r.add_argument("--out", required=True, type=Path, help="folder for eda/, one run folder per experiment, report")
-    r.add_argument("--quick", action="store_true", help="short schedule for smoke tests and demos (recipe quick)")
+    r.add_argument("--quick", action="store_true",
+                   help="demo of every stage in about two minutes: the same as --recipe quick, with the audit "
+                        f"limited to the first {QUICK_AUDIT_IMAGES} validation images")
     r.add_argument("--force", action="store_true", help="overwrite an existing reproduce folder")
     r.add_argument("--resume", action="store_true",
                    help="keep finished experiments, continue an interrupted one, redo comparison and report")
+    r.add_argument("--no-audit", action="store_true",
+                   help="skip the exact-decoding audit of the validation images (the ceiling in the report)")
     r.add_argument("--no-progress", action="store_true")
     return p
 
 
-def cmd_data_check(args) -> int:
+def cmd_check(args) -> int:
     from shapecount import data
 
     ds = data.load_gsn(args.data)
@@ -203,13 +241,90 @@ def cmd_predict(args) -> int:
 def cmd_reproduce(args) -> int:
     from shapecount import data, experiments
 
-    recipe = "quick" if args.quick else args.recipe
+    recipe = "quick" if args.quick else args.recipe  # --quick is --recipe quick
     overrides = _overrides(args)
     make_config("multitask", recipe, overrides)  # fail fast on bad options, before loading data
     ds = data.load_gsn(args.data)
     command = "shapecount " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     experiments.reproduce(ds, args.out, recipe, overrides, command=command, progress=not args.no_progress,
-                          force=args.force, resume=args.resume)
+                          force=args.force, resume=args.resume, audit=not args.no_audit,
+                          audit_images=QUICK_AUDIT_IMAGES if recipe == "quick" else None)
+    return 0
+
+
+def _node_limit(args) -> int:
+    from shapecount.exact.decoder import DEFAULT_NODE_LIMIT
+
+    if args.node_limit is None:
+        return DEFAULT_NODE_LIMIT
+    if args.node_limit < 1:
+        raise UserError("--node-limit", f"must be >= 1, got {args.node_limit}", "pass e.g. --node-limit 100000000")
+    return args.node_limit
+
+
+def cmd_audit(args) -> int:
+    from shapecount import data
+    from shapecount.exact import audit
+
+    limit = _node_limit(args)
+    jobs = audit.default_jobs() if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise UserError("--jobs", f"must be >= 1, got {jobs}", "pass e.g. --jobs 2")
+    ds = data.load_gsn(args.data, progress=not args.no_progress)
+    if args.split != "all":
+        ds = data.split(ds)[0 if args.split == "train" else 1]
+    result = audit.run_audit(ds.images.numpy(), ds.classes.numpy(), ds.names, split=args.split, jobs=jobs,
+                             node_limit=limit, cache=None if args.no_cache else data.cache_dir(),
+                             progress=not args.no_progress)
+    if args.out is not None:
+        audit.write_audit(result, args.out)
+    print(audit.format_summary(result.summary))
+    if args.out is not None:
+        print(f"wrote {args.out / 'audit.csv'}, witnesses.jsonl and summary.json")
+    return 0
+
+
+def cmd_solve(args) -> int:
+    from shapecount.exact import solve
+    from shapecount.predict import collect_pngs
+
+    records = solve.solve_paths(collect_pngs(args.paths), _node_limit(args))
+    sys.stdout.write(solve.format_records(records, args.format))
+    return 0
+
+
+def cmd_ablation(args) -> int:
+    from shapecount import ablation
+
+    sys.stdout.write(ablation.write_summary(args.root, args.baseline))
+    return 0
+
+
+def cmd_decode(args) -> int:
+    from shapecount import data, decoding
+
+    ds = data.load_gsn(args.data, progress=False)
+    for line in decoding.report_runs(args.runs, ds):
+        print(line, flush=True)
+    return 0
+
+
+def cmd_synth(args) -> int:
+    import torch
+
+    from shapecount import data, synth
+
+    if args.out is not None:
+        if args.n < 1:
+            raise UserError("-n", f"must be >= 1, got {args.n}", "pass the number of images to write")
+        synth.write_dataset(args.out, args.n, args.seed)
+        print(f"wrote {args.n} synthetic images and labels.csv to {args.out}")
+        return 0
+    ds = data.load_gsn(args.data, progress=False)
+    torch.set_num_threads(1)
+    print(f"generate: {synth.speed():,.0f} images/s (1 thread)")
+    rep = synth.fidelity_report(ds.images, ds.counts, gen=torch.Generator().manual_seed(args.seed), verbose=False)
+    print(synth.format_report(rep))
     return 0
 
 
@@ -221,7 +336,7 @@ def cmd_report(args) -> int:
     if args.ablation is not None:
         table = args.ablation / report.ABLATION_FILE
         if not table.is_file():
-            raise UserError(table, "not found", f"run `python -m shapecount.ablation {args.ablation}` first")
+            raise UserError(table, "not found", f"run `shapecount ablation {args.ablation}` first")
         # A copy, so that the report folder stays self-contained and report.py reads only its own files.
         fileio.write_text(args.folder / report.ABLATION_FILE, table.read_text(encoding="utf-8"))
     md, html = report.write_report(args.folder)  # also rebuilds comparison/
@@ -237,17 +352,15 @@ def cmd_bench(args) -> int:
     return bench.main(args)
 
 
-COMMANDS = {"report": cmd_report, "bench": cmd_bench, "eda": cmd_eda, "labels": cmd_labels, "config": cmd_config,
+COMMANDS = {"check": cmd_check, "audit": cmd_audit, "solve": cmd_solve, "ablation": cmd_ablation,
+            "decode": cmd_decode, "synth": cmd_synth, "report": cmd_report, "bench": cmd_bench, "eda": cmd_eda, "labels": cmd_labels, "config": cmd_config,
             "train": cmd_train,
             "evaluate": cmd_evaluate, "predict": cmd_predict, "reproduce": cmd_reproduce}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "data":
-        handler = cmd_data_check
-    else:
-        handler = COMMANDS[args.command]
+    handler = COMMANDS[args.command]
     try:
         return handler(args)
     except (UserError, ConfigError, LabelError) as e:

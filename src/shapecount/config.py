@@ -49,8 +49,8 @@ class Config:
     aug_brightness: float = 0.0
     aug_noise: float = 0.0
     aug_erase: float = 0.0
-    aug_at_least_one: bool = False  # the report's policy: every augmented image gets >= 1 transform
-    aug_copies: int = 0  # the report's expansion: each epoch = originals + K augmented copies
+    aug_at_least_one: bool = False  # the seed report's policy: every augmented image gets >= 1 transform
+    aug_copies: int = 0  # the seed report's expansion: each epoch = originals + K augmented copies
     # -- extra data: N fresh synthetic images (synth.py, a generator measured on the real data) added to every
     # epoch's training images; 0 = the real images only (the assignment's setting)
     synth_per_epoch: int = 0
@@ -109,7 +109,7 @@ def validate(cfg: Config) -> None:
          f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")
 
 
-# Named presets: the three experiments of the report. Each is a partial override of the defaults.
+# Named presets: the three experiments of the seed study. Each is a partial override of the defaults.
 EXPERIMENT_PRESETS: dict[str, dict[str, Any]] = {
     "classification": {"experiment": "classification", "cls_weight": 1.0, "lambda_cnt": 0.0},
     "regression": {"experiment": "regression", "cls_weight": 0.0, "lambda_cnt": 1.0},
@@ -119,15 +119,15 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Any]] = {
 # Recipes, applied on top of the experiment preset:
 # - "protocol": the assignment's, literally (the dataclass defaults): Adam at a constant lr 1e-3, fp32, up to
 #   100 epochs, early stopping with patience 15.
-# - "fast": the same task, model, batch, data and early stopping in 40 epochs (time to accuracy, issue 4):
+# - "fast": the same task, model, batch, data and early stopping in 40 epochs (time to accuracy):
 #   linear warmup for 2 epochs to a peak lr of 2e-3, then cosine decay to 0, and bf16 autocast (weights,
 #   gradients and optimizer state stay fp32). Multitask beats the protocol's accuracy with it; the single-task
-#   experiments fall short of theirs in 40 epochs (README, Results). bf16 alone costs no accuracy (README).
+#   experiments fall short of theirs in 40 epochs (docs/results.md). bf16 alone costs no accuracy (docs/results.md).
 # - "best": the fast recipe plus 45,000 fresh synthetic images per epoch (synth.py; 53,000 training images per
 #   epoch in all), wider heads without dropout (256 hidden units: with fresh images every epoch the model
 #   underfits, so dropout only slows it down) and model selection on 1,000 held-out training images, so that
-#   the official validation figures are not chosen on the images they are reported on (issue 5's honest
-#   protocol). About 6x the fast recipe's compute; README, issue 5, has each lever's measured effect.
+#   the official validation figures are not chosen on the images they are reported on (the honest
+#   protocol). About 6x the fast recipe's compute; docs/ablation.md has each lever's measured effect.
 # - "quick": 2 epochs at constant lr in bf16, for demos and smoke tests; not meant to be accurate.
 _FAST: dict[str, Any] = {"schedule": "cosine", "lr": 2e-3, "warmup_epochs": 2, "epochs": 40, "bf16": True}
 RECIPES: dict[str, dict[str, Any]] = {

@@ -5,14 +5,13 @@ likelihood of the predicted counts (beta = 1 / (2 sigma^2)). beta = 0 is the cla
 beta is the count head's nearest valid class. beta is chosen on the held-out training images (the honest
 protocol), then scored on the official validation images.
 
-`python -m shapecount.decoding RUN [RUN ...]`: for each run folder (trained with holdout > 0), the held-out and
+`shapecount decode RUN [RUN ...]`: for each run folder (trained with holdout > 0), the held-out and
 validation top-1 over a grid of beta, the chosen beta and its validation top-1 against the plain argmax.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -24,7 +23,7 @@ BETAS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, float("inf
 
 def joint_scores(log_probs: torch.Tensor, counts: torch.Tensor, beta: float) -> torch.Tensor:
     """(N, 135) decoding scores; beta = inf ranks by count distance alone (argmax = labels.decode_counts)."""
-    dist2 = torch.cdist(counts.float(), L.class_count_table().float()) ** 2
+    dist2 = L.count_distances(counts) ** 2
     if beta == float("inf"):
         return -dist2
     return log_probs.float() - beta * dist2
@@ -44,9 +43,10 @@ def check_run(run: Path, data, device: str = "cpu") -> dict:
     """Held-out and validation accuracy per beta for one run folder (TTA as the run was configured)."""
     from shapecount import data as D
     from shapecount import engine, experiments
+    from shapecount.checkpoint import load_checkpoint
     from shapecount.errors import UserError
 
-    model, cfg, _ = experiments.load_checkpoint(run / "checkpoint.pt", device)
+    model, cfg, _ = load_checkpoint(run / "checkpoint.pt", device)
     if not cfg.holdout:
         raise UserError(run, "was trained without a holdout, so beta cannot be chosen honestly",
                         "pass runs trained with --set holdout=N (e.g. --recipe best)")
@@ -64,31 +64,16 @@ def check_run(run: Path, data, device: str = "cpu") -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    from shapecount import data as D
-    from shapecount.errors import UserError
-
-    p = argparse.ArgumentParser(prog="python -m shapecount.decoding", description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", type=Path, help="run folders (with checkpoint.pt), trained with a holdout")
-    p.add_argument("--data", help="dataset folder, .zip or URL (default: $SHAPECOUNT_DATA, else the official URL)")
-    args = p.parse_args(argv)
-    try:
-        data = D.load_gsn(args.data, progress=False)
-        gains = []
-        for run in args.runs:
-            r = check_run(run, data)
-            if not gains:  # after the first check, so a refused run prints only its error line
-                print(f"top-1 for beta = {' '.join(f'{b:g}' for b in BETAS)}")
-            gains.append(r["val_joint"] - r["val_argmax"])
-            print(f"{run}: holdout {' '.join(f'{v:.3f}' for v in r['holdout'])} | val "
-                  f"{' '.join(f'{v:.3f}' for v in r['val'])} | chosen beta {r['beta']:g}: val {r['val_joint']:.3f} "
-                  f"vs argmax {r['val_argmax']:.3f}", flush=True)
-        print(f"mean change of validation top-1 over {len(gains)} runs: {sum(gains) / len(gains):+.4f}")
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def report_runs(runs: list[Path], data) -> Iterator[str]:
+    """Lines of the `shapecount decode` table, one per run, then the mean change; raises UserError for a run
+    that cannot be checked (before printing anything for it)."""
+    gains = []
+    for run in runs:
+        r = check_run(run, data)
+        if not gains:  # after the first check, so a refused run prints only its error line
+            yield f"top-1 for beta = {' '.join(f'{b:g}' for b in BETAS)}"
+        gains.append(r["val_joint"] - r["val_argmax"])
+        yield (f"{run}: holdout {' '.join(f'{v:.3f}' for v in r['holdout'])} | val "
+               f"{' '.join(f'{v:.3f}' for v in r['val'])} | chosen beta {r['beta']:g}: val {r['val_joint']:.3f} "
+               f"vs argmax {r['val_argmax']:.3f}")
+    yield f"mean change of validation top-1 over {len(gains)} runs: {sum(gains) / len(gains):+.4f}"

@@ -1,4 +1,4 @@
-"""Exploratory analysis of a GSN dataset: the figures and tables behind the report's data section.
+"""Exploratory analysis of a GSN dataset: the figures and tables behind the generated report's section 2.
 
 Everything is computed from the data passed in (nothing about GSN is hard-coded beyond labels.py). Figures use
 the object-oriented matplotlib API (`Figure`, rendered by Agg), so no pyplot state is touched; every file is
@@ -7,7 +7,6 @@ written atomically (temp name, then os.replace).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,9 @@ from matplotlib.figure import Figure
 
 from shapecount import labels as L
 from shapecount.data import GSNData, official_split
-from shapecount.fileio import atomic_write, write_csv, write_text
+from shapecount.fileio import write_csv, write_text
+from shapecount.mdtable import md_table
+from shapecount.plots import save_figure
 
 FILES = ("class_histogram.png", "class_counts.csv", "count_table.csv", "count_table.md", "examples.png",
          "pair_balance.png", "pair_balance.csv", "summary.md")
@@ -72,17 +73,6 @@ def example_indices(data: GSNData, n: int) -> list[int]:
 # Figures
 # ---------------------------------------------------------------------------------------------------------
 
-def _save(fig: Figure, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return atomic_write(path, lambda tmp: tmp.write_bytes(buf.getvalue()))
-
-
-def _pair_short(p: int) -> str:
-    a, b = L.PAIRS[p]
-    return f"{L.TYPES[a]}+{L.TYPES[b]}"
-
-
 def plot_class_histogram(hist: np.ndarray, path: Path) -> Path:
     fig = Figure(figsize=(16, 5.5), layout="constrained")
     ax = fig.subplots()
@@ -96,7 +86,7 @@ def plot_class_histogram(hist: np.ndarray, path: Path) -> Path:
     for b in range(1, L.NUM_PAIRS):
         ax.axvline(b * L.SPLITS - 0.5, color="gray", linewidth=0.6, linestyle="--")
     ax.set_xticks([p * L.SPLITS + (L.SPLITS - 1) / 2 for p in range(L.NUM_PAIRS)],
-                  [_pair_short(p) for p in range(L.NUM_PAIRS)], rotation=35, ha="right", fontsize=9)
+                  [L.pair_short(p) for p in range(L.NUM_PAIRS)], rotation=35, ha="right", fontsize=9)
     ax.set_xlim(-0.8, L.NUM_CLASSES - 0.2)
     ax.set_xlabel("class (grouped by type pair; within a pair the first type's count rises 1..9)")
     ax.set_ylabel("images")
@@ -104,7 +94,7 @@ def plot_class_histogram(hist: np.ndarray, path: Path) -> Path:
     ax.set_title(f"Images per class: {present} of {L.NUM_CLASSES} classes occur, {len(absent)} are absent "
                  f"(red ticks); {int(hist.sum())} images")
     ax.legend(loc="upper right")
-    return _save(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def plot_examples(data: GSNData, path: Path) -> Path:
@@ -121,7 +111,7 @@ def plot_examples(data: GSNData, path: Path) -> Path:
         label = L.class_name(int(data.classes[i])).replace(" + ", " +\n")  # two short lines
         ax.set_title(f"{data.names[i]}\n{label}", fontsize=8)
     fig.suptitle(f"Example images with their labels ({len(idx)} of {len(data)}, covering every type pair)")
-    return _save(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def plot_pair_balance(train: np.ndarray, val: np.ndarray, path: Path) -> Path:
@@ -140,18 +130,12 @@ def plot_pair_balance(train: np.ndarray, val: np.ndarray, path: Path) -> Path:
     ax.set_title("Images per type pair in the official split: train vs validation")
     ax.set_ylim(0, max(float(share_t.max()), float(share_v.max()), 100 / L.NUM_PAIRS) * 1.25)
     ax.legend(loc="upper center", ncol=3)
-    return _save(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Tables and the summary
 # ---------------------------------------------------------------------------------------------------------
-
-def _markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
 
 def _count_table_rows(table: np.ndarray) -> list[list[int]]:
     return [[k, *table[k].tolist()] for k in range(table.shape[0])]
@@ -232,7 +216,7 @@ def run_eda(data: GSNData, out_dir: Path) -> dict[str, Any]:
                                       _class_rows(data, hist)),
         "count_table.csv": write_csv(out / "count_table.csv", ["count", *L.TYPES], _count_table_rows(table)),
         "count_table.md": write_text(out / "count_table.md",
-                                     _markdown_table(["count", *L.TYPES], _count_table_rows(table))),
+                                     md_table(["count", *L.TYPES], _count_table_rows(table)) + "\n"),
         "examples.png": plot_examples(data, out / "examples.png"),
         "pair_balance.png": plot_pair_balance(train, val, out / "pair_balance.png"),
         "pair_balance.csv": write_csv(

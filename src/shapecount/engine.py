@@ -88,7 +88,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int):
 
 def epoch_indices(n: int, copies: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Shuffled indices for one epoch and whether each is an augmented copy. copies=0: every image once,
-    augmented (when augmentation is on); copies=K: the report's expansion, originals + K augmented copies."""
+    augmented (when augmentation is on); copies=K: the seed report's expansion, originals + K augmented
+    copies."""
     if copies == 0:
         return torch.randperm(n, generator=gen), torch.ones(n, dtype=torch.bool)
     idx = torch.arange(n).repeat(copies + 1)

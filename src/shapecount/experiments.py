@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import platform
 import sys
 import time
@@ -13,22 +12,19 @@ from pathlib import Path
 
 import torch
 
-from shapecount import IMPORT_TIME, engine, fileio, labels, runtime
-from shapecount.config import DEFAULT_RECIPE, Config, config_from_dict, make_config
+from shapecount import IMPORT_TIME, engine, fileio, runfolder, runtime
+from shapecount.checkpoint import (
+    RESUME_FILE,
+    load_checkpoint,
+    load_resume_state,
+    save_checkpoint,
+    save_resume_state,
+)
+from shapecount.config import DEFAULT_RECIPE, Config, make_config
 from shapecount.data import GSNData, split
 from shapecount.errors import TrainingError, UserError
 from shapecount.model import build_model, describe
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_loss_cls", "train_loss_cnt", "val_loss", "val_loss_cls",
-                   "val_loss_cnt", "val_top1", "val_rmse", "val_mae", "lr", "seconds"]
-PRED_COLUMNS = (["name", *labels.TYPES, "true_class", "pred_class"] + [f"pred_{t}" for t in labels.TYPES]
-                + ["pred_class_from_counts", "confidence"])
-CHECKPOINT_FORMAT = "shapecount-checkpoint-v1"
-RESUME_FORMAT = "shapecount-resume-v1"
-RESUME_FILE = "last.pt"
-# Fields that may differ between an interrupted run and its resumption: they do not change the maths on CPU.
-RUNTIME_FIELDS = ("device", "threads")
-RUN_MARKERS = ("metrics.json", "history.csv", "checkpoint.pt")
 Log = Callable[[str], None]
 
 
@@ -41,7 +37,7 @@ def prepare_out_dir(out: Path, force: bool, resume: bool = False) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(out, "exists and is not a folder", "choose another --out")
-    if not (force or resume) and any((out / m).exists() for m in (*RUN_MARKERS, RESUME_FILE)):
+    if not (force or resume) and any((out / m).exists() for m in (*runfolder.RUN_MARKERS, RESUME_FILE)):
         raise UserError(out, "already holds a run", "choose another --out, pass --resume to continue it, "
                         "or --force to overwrite")
     out.mkdir(parents=True, exist_ok=True)
@@ -76,68 +72,6 @@ def holdout_split(train: GSNData, val: GSNData, n: int) -> tuple[GSNData, GSNDat
     return train.subset(slice(0, len(train) - n)), train.subset(slice(len(train) - n, len(train)))
 
 
-def _json_safe(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
-def write_predictions(path: Path, data: GSNData, log_probs: torch.Tensor, pred_counts: torch.Tensor) -> None:
-    pred = log_probs.argmax(1)
-    conf = log_probs.max(1).values.exp()
-    decoded = labels.decode_counts(pred_counts)
-    rows = []
-    for i, name in enumerate(data.names):
-        rows.append([name, *data.counts[i].tolist(), int(data.classes[i]), int(pred[i]),
-                     *(f"{v:.4f}" for v in pred_counts[i].tolist()), int(decoded[i]), f"{float(conf[i]):.4f}"])
-    fileio.write_csv(path, PRED_COLUMNS, rows)
-
-
-def save_checkpoint(path: Path, model, optimizer, cfg: Config, epoch: int, metrics: dict) -> None:
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else {},
-        "epoch": epoch,
-        "config": cfg.to_dict(),
-        "metrics": _json_safe(metrics),
-        "torch_version": str(torch.__version__),
-    }
-    fileio.atomic_write(path, lambda p: torch.save(payload, p))
-
-
-def load_checkpoint(path: Path, device: torch.device | str = "cpu"):
-    """(model in eval mode, config, raw checkpoint dict). Loads with weights_only=True: no code runs."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(path, "checkpoint not found", "pass the checkpoint.pt of a run folder")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not our checkpoint"
-        raise UserError(path, f"not a readable shapecount checkpoint ({type(e).__name__})",
-                        "pass the checkpoint.pt written by `shapecount train`") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(path, "not a shapecount checkpoint (format marker missing or different)",
-                        f"expected format {CHECKPOINT_FORMAT}")
-    try:
-        cfg = config_from_dict(ckpt["config"])
-    except Exception as e:  # noqa: BLE001
-        raise UserError(path, f"checkpoint config does not fit this version: {e}", "retrain with this version") from None
-    model = build_model(cfg)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        detail = "; ".join(s.strip() for s in first[1:3]) or first[0]
-        raise UserError(path, f"weights do not fit the model architecture: {detail}",
-                        "use a checkpoint written by this version of shapecount") from None
-    return model.to(device).eval(), cfg, ckpt
-
-
 def final_metrics(model, cfg: Config, val: GSNData, device) -> tuple[dict, tuple[torch.Tensor, torch.Tensor]]:
     """Metrics of the given weights on val: with TTA if configured, and always the single-view figures."""
     single = engine.evaluate(model, val.images, val.counts.float(), cfg, device, tta=False)
@@ -160,33 +94,12 @@ def write_run_outputs(out: Path, model, cfg: Config, val: GSNData, device, extra
     metrics, (log_probs, pred_counts) = final_metrics(model, cfg, val, device)
     metrics = {"experiment": cfg.experiment, "lambda_cnt": cfg.lambda_cnt, "cls_weight": cfg.cls_weight,
                **metrics, **extra}
-    write_predictions(out / "predictions.csv", val, log_probs, pred_counts)
+    runfolder.write_predictions(out / "predictions.csv", val, log_probs, pred_counts)
     save_checkpoint(out / "checkpoint.pt", model, optimizer, cfg, epoch, metrics)
-    fileio.write_json(out / "metrics.json", _json_safe(metrics))
+    runfolder.write_metrics(out, metrics)
     images = {n: val.images[i].numpy() for i, n in enumerate(val.names)}
     plots.make_run_plots(out, images=images)
     return metrics
-
-
-def load_resume_state(out: Path, cfg: Config) -> dict | None:
-    """The state saved after the last complete epoch of an interrupted run in `out`, checked against cfg."""
-    path = out / RESUME_FILE
-    if not path.is_file():
-        return None
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a truncated or foreign file must not be trusted
-        raise UserError(path, f"cannot be read ({type(e).__name__}): not a complete resume checkpoint",
-                        "delete it to start the run again from scratch") from None
-    if not isinstance(saved, dict) or saved.get("format") != RESUME_FORMAT:
-        raise UserError(path, "is not a shapecount resume checkpoint", "delete it, or choose another --out")
-    old, new = dict(saved["config"]), cfg.to_dict()
-    diff = [k for k in new if k not in RUNTIME_FIELDS and old.get(k, new[k]) != new[k]]
-    if diff:
-        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff[:4])
-        raise UserError(out, f"--resume with a different config ({shown})",
-                        "resume with the options of the interrupted run, or start a new --out")
-    return saved
 
 
 def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, progress: bool = True,
@@ -206,7 +119,7 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
     if force and not resume:
         (out / RESUME_FILE).unlink(missing_ok=True)
     t0 = time.perf_counter() - (saved["elapsed_s"] if saved else 0.0)
-    runtime.configure_cpu(cfg.threads)
+    cpu = runtime.configure_cpu(cfg.threads)
     fileio.write_json(out / "config.json", cfg.to_dict())
     gen = engine.seed_everything(cfg.seed)
     device = engine.pick_device(cfg.device)
@@ -219,15 +132,12 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
         f"cls_weight={cfg.cls_weight} lambda_cnt={cfg.lambda_cnt}; up to {cfg.epochs} epochs, "
         f"patience {cfg.patience} on {cfg.resolved_monitor()}"
         f"{f' of {len(select)} held-out training images' if cfg.holdout else ''}{start}")
-    rows: list[list] = [[r[c] for c in HISTORY_COLUMNS] for r in (state["history"] if state else [])]
+    history: list[dict] = list(state["history"]) if state else []
 
     def on_epoch(row: dict, capture) -> None:
-        rows.append([row[c] for c in HISTORY_COLUMNS])
-        # history.csv is rewritten whole each epoch (atomic), so a crash leaves the epochs done so far.
-        fileio.write_csv(out / "history.csv", HISTORY_COLUMNS, rows)
-        payload = {"format": RESUME_FORMAT, "config": cfg.to_dict(), "state": capture(),
-                   "elapsed_s": time.perf_counter() - t0}
-        fileio.atomic_write(out / RESUME_FILE, lambda p: torch.save(payload, p))
+        history.append(row)
+        runfolder.write_history(out, history)
+        save_resume_state(out, cfg, capture(), time.perf_counter() - t0)
         mark = " *" if row["improved"] else ""
         log(f"[{cfg.experiment}] epoch {row['epoch']:3d}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
             f"top1 {row['val_top1']:.3f}  rmse {row['val_rmse']:.3f}  {row['seconds']:.1f}s "
@@ -241,14 +151,14 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
                             f"{out / RESUME_FILE}") from None
     extra = {"epochs": result["epochs"], "best_epoch": result["best_epoch"], "monitor": result["monitor"],
              "n_train": len(train), "selected_on": f"holdout ({len(select)} training images)" if cfg.holdout
-             else "validation"}
+             else "validation", **cpu}
     if result["first_step_unix"] is not None and saved is None and runtime.claim_startup():
         # Only the first training of a fresh process measures start-up (import, data load, model, first step).
         extra["first_step_unix"] = result["first_step_unix"]
         extra["startup_s"] = result["first_step_unix"] - IMPORT_TIME
     metrics = write_run_outputs(out, model, cfg, val, device, extra, result["optimizer"], result["epochs"])
     metrics["runtime_s"] = time.perf_counter() - t0
-    fileio.write_json(out / "metrics.json", _json_safe(metrics))
+    runfolder.write_metrics(out, metrics)
     (out / RESUME_FILE).unlink(missing_ok=True)  # the run is complete: checkpoint.pt holds the result
     log(f"[{cfg.experiment}] done in {metrics['runtime_s']:.0f}s: best epoch {metrics['best_epoch']}, "
         f"top1 {metrics['top1_accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}, pair {metrics['pair_accuracy']:.3f}, "
@@ -261,7 +171,7 @@ def evaluate_checkpoint(checkpoint: Path, data: GSNData, out: Path, force: bool 
                         device_name: str = "auto") -> dict:
     """Rebuild metrics, predictions and plots of a checkpoint on the official validation split."""
     device = engine.pick_device(device_name)
-    runtime.configure_cpu()
+    cpu = runtime.configure_cpu()
     model, cfg, ckpt = load_checkpoint(checkpoint, device)
     out = prepare_out_dir(out, force)
     _, val = split(data)
@@ -270,18 +180,36 @@ def evaluate_checkpoint(checkpoint: Path, data: GSNData, out: Path, force: bool 
     fileio.write_text(out / "model.txt", describe(model))
     old = ckpt.get("metrics", {})
     extra = {k: old.get(k) for k in ("epochs", "best_epoch", "monitor", "n_train", "train_seconds", "runtime_s")}
+    extra.update(cpu)
     history = Path(checkpoint).parent / "history.csv"
     if history.is_file() and history.resolve() != (out / "history.csv").resolve():
         fileio.write_text(out / "history.csv", history.read_text())
     return write_run_outputs(out, model, cfg, val, device, extra, None, int(ckpt.get("epoch", 0)))
 
 
+def _audit_val(data: GSNData, out: Path, n: int | None, log: Log, progress: bool) -> None:
+    """OUT/audit/: the exact decoder on the official validation images (cached by content)."""
+    from shapecount.data import cache_dir, split
+    from shapecount.exact.audit import default_jobs, format_summary, run_audit
+    from shapecount.report.ceiling import write_audit_files
+
+    val = split(data)[1]
+    if n is not None:
+        val = limit(val, n)
+    log(f"exact decoding of {len(val)} validation images -> {out / 'audit'}")
+    result = run_audit(val.images.numpy(), val.classes.numpy(), val.names, split="val", jobs=default_jobs(),
+                       cache=cache_dir(), progress=progress)
+    write_audit_files(out, result)
+    log(format_summary(result.summary))
+
+
 def reproduce(data: GSNData, out: Path, recipe: str = DEFAULT_RECIPE, overrides: dict | None = None,
               experiments: tuple[str, ...] = ("classification", "regression", "multitask"),
               command: str = "", log: Log = _stderr, progress: bool = True, force: bool = False,
-              resume: bool = False) -> dict:
-    """EDA, the three experiments, comparison and report, all under `out`. With resume, finished experiments
-    are kept and an interrupted one continues from its last complete epoch."""
+              resume: bool = False, audit: bool = True, audit_images: int | None = None) -> dict:
+    """EDA, the exact-decoding audit of the validation images (all, or the first `audit_images`), the three
+    experiments, comparison and report, all under `out`. With resume, finished experiments are kept and an
+    interrupted one continues from its last complete epoch; the audit comes from its cache."""
     from shapecount import eda, report
 
     out = Path(out)
@@ -294,6 +222,8 @@ def reproduce(data: GSNData, out: Path, recipe: str = DEFAULT_RECIPE, overrides:
     cfgs = {e: make_config(e, recipe, overrides) for e in experiments}  # validate all before any work
     log(f"EDA -> {out / 'eda'}")
     eda.run_eda(data, out / "eda")
+    if audit:
+        _audit_val(data, out, audit_images, log, progress)
     runs, results = [], {}
     for name, cfg in cfgs.items():
         results[name] = run_experiment(cfg, data, out / name, log=log, progress=progress, force=not resume,

@@ -69,6 +69,12 @@ def pair_name(pair_id: int) -> str:
     return f"{TYPE_PLURAL[a]} + {TYPE_PLURAL[b]}"
 
 
+def pair_short(pair_id: int) -> str:
+    """'squares+circles': the pair's type keys, for axis ticks."""
+    a, b = PAIRS[pair_id]
+    return f"{TYPES[a]}+{TYPES[b]}"
+
+
 def class_name(class_id: int) -> str:
     """'3 squares + 7 circles' (pair order, so every class has one spelling)."""
     c = class_to_counts(class_id)
@@ -163,8 +169,12 @@ def class_permutation(perm: Sequence[int]) -> torch.Tensor:
     return counts_to_class_batch(permute_counts(table, perm))
 
 
+def count_distances(pred_counts: torch.Tensor) -> torch.Tensor:
+    """(N, 6) predicted counts -> (N, 135) float32 Euclidean distance to each class's count vector."""
+    return torch.cdist(pred_counts.float(), class_count_table().to(pred_counts.device))
+
+
 def decode_counts(pred_counts: torch.Tensor) -> torch.Tensor:
     """Nearest valid class (L2) to each predicted count vector: (N, 6) -> (N,). This is how a regression-only
     model is scored as a classifier; for a prediction that rounds to a valid label it is that label."""
-    table = class_count_table().to(pred_counts.device, pred_counts.dtype)
-    return torch.cdist(pred_counts.float(), table.float()).argmin(dim=1)
+    return count_distances(pred_counts).argmin(dim=1)

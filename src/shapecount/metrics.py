@@ -1,11 +1,16 @@
-"""Validation metrics, computed per sample over the whole validation set (never averaged per batch)."""
+"""Validation metrics, computed per sample over the whole validation set (never averaged per batch).
+
+The torch functions score model outputs; `confusion` and `error_split` work on the class ids of a
+predictions.csv (numpy) as well. torchmetrics is imported only by `macro_f1`, so that reading run files
+(ablation, report) does not pay for its import.
+"""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
-from torchmetrics.functional.classification import multiclass_f1_score
 
 from shapecount import labels
 
@@ -13,6 +18,8 @@ from shapecount import labels
 def macro_f1(pred: torch.Tensor, true: torch.Tensor) -> tuple[float, int]:
     """Macro F1 over the classes present in `true` (a class absent from validation has no defined recall;
     counting it as 0 would punish the model for the data). Returns (f1, number of classes averaged)."""
+    from torchmetrics.functional.classification import multiclass_f1_score
+
     per_class = multiclass_f1_score(pred, true, num_classes=labels.NUM_CLASSES, average="none",
                                     zero_division=0)
     present = torch.bincount(true, minlength=labels.NUM_CLASSES) > 0
@@ -31,19 +38,25 @@ def count_errors(pred_counts: torch.Tensor, counts: torch.Tensor) -> dict[str, o
     }
 
 
+def per_pair_accuracy(pred: torch.Tensor, true: torch.Tensor) -> list[float]:
+    """Exact (135-class) accuracy on the images of each true type pair; NaN for a pair without images."""
+    true_pair = labels.class_to_pair_batch(true)
+    out = []
+    for p in range(labels.NUM_PAIRS):
+        m = true_pair == p
+        out.append(float((pred[m] == true[m]).float().mean()) if m.any() else math.nan)
+    return out
+
+
 def classification_metrics(pred: torch.Tensor, true: torch.Tensor) -> dict[str, object]:
     pred_pair, true_pair = labels.class_to_pair_batch(pred), labels.class_to_pair_batch(true)
     f1, n_classes = macro_f1(pred, true)
-    per_pair = {}
-    for p in range(labels.NUM_PAIRS):
-        m = true_pair == p
-        per_pair[labels.pair_name(p)] = float((pred[m] == true[m]).float().mean()) if m.any() else math.nan
     return {
         "top1_accuracy": float((pred == true).float().mean()),
         "macro_f1": f1,
         "macro_f1_classes": n_classes,
         "pair_accuracy": float((pred_pair == true_pair).float().mean()),
-        "per_pair_accuracy": per_pair,
+        "per_pair_accuracy": {labels.pair_name(p): v for p, v in enumerate(per_pair_accuracy(pred, true))},
     }
 
 
@@ -57,6 +70,27 @@ def compute_metrics(log_probs: torch.Tensor, pred_counts: torch.Tensor, classes:
     out.update(count_errors(pred_counts, counts))
     out["count_decoded_accuracy"] = float((labels.decode_counts(pred_counts) == classes).float().mean())
     return out
+
+
+def confusion(true: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
+    """(n, n) int64 counts, rows true, columns predicted; ids outside 0..n-1 are left out."""
+    m = np.zeros((n, n), dtype=np.int64)
+    ok = (true >= 0) & (true < n) & (pred >= 0) & (pred < n)
+    np.add.at(m, (true[ok], pred[ok]), 1)
+    return m
+
+
+def error_split(true: np.ndarray, pred: np.ndarray) -> dict[str, object]:
+    """Where the misclassified images are. `n` images, `errors` misclassified, of which `same_pair` have the
+    right type pair (a wrong split) and `wrong_pair` do not; `split_off`: images of `same_pair` whose first
+    type's count is off by 1, by 2 and by more."""
+    true, pred = np.asarray(true), np.asarray(pred)
+    wrong = pred != true
+    same_pair = wrong & (true // labels.SPLITS == pred // labels.SPLITS)
+    off = np.abs(true - pred)[same_pair]  # within a pair, class ids differ by the split difference
+    return {"n": len(true), "errors": int(wrong.sum()), "same_pair": int(same_pair.sum()),
+            "wrong_pair": int((wrong & ~same_pair).sum()),
+            "split_off": [int(np.sum(off == 1)), int(np.sum(off == 2)), int(np.sum(off > 2))]}
 
 
 def binomial_std(p: float, n: int) -> float:

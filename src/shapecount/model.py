@@ -23,7 +23,8 @@ def make_backbone() -> nn.Sequential:
 
 
 def make_head(out: int, hidden: int, dropout1: float, dropout2: float, log_softmax: bool) -> nn.Sequential:
-    """The report's head: Dropout, Linear(256, hidden), SiLU, Dropout, Linear(hidden, out) [, LogSoftmax]."""
+    """The seed report's head: Dropout, Linear(256, hidden), SiLU, Dropout, Linear(hidden, out)
+    [, LogSoftmax]."""
     layers: list[nn.Module] = [
         nn.Dropout(dropout1), nn.Linear(FEATURES, hidden), nn.SiLU(), nn.Dropout(dropout2), nn.Linear(hidden, out),
     ]

@@ -1,16 +1,15 @@
 """Figures of one run folder (docs/run_folder.md), made from its files alone.
 
-Reads config.json, history.csv, metrics.json and predictions.csv; never the model or the dataset, except
-`worst_errors.png`, which takes the validation images passed in by the caller. Figures are drawn with the
-object-oriented matplotlib API (`matplotlib.figure.Figure`, rendered by Agg), so no pyplot state or display
-is involved, and every file is written atomically (temp name in the same folder, then os.replace).
+Reads config.json, history.csv, metrics.json and predictions.csv (with runfolder's readers); never the model or
+the dataset, except `worst_errors.png`, which takes the validation images passed in by the caller. Figures are
+drawn with the object-oriented matplotlib API (`matplotlib.figure.Figure`, rendered by Agg), so no pyplot state
+or display is involved, and every file is written atomically (fileio: temp name in the same folder, then
+os.replace). `new_figure` and `save_figure` serve the EDA and report figures as well.
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +22,18 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from shapecount import fileio, labels
+from shapecount.metrics import confusion
+from shapecount.runfolder import (
+    PRED_TYPE_COLS,
+    effective_pred_class,
+    eval_set_name,
+    head_flags,
+    load_history,
+    load_json,
+    load_predictions,
+    pred_counts,
+    true_counts,
+)
 
 PLOTS_DIR = "plots"
 PLOT_FILES = ("loss.png", "top1.png", "rmse.png", "confusion_135.png", "confusion_pairs.png",
@@ -30,21 +41,9 @@ PLOT_FILES = ("loss.png", "top1.png", "rmse.png", "confusion_135.png", "confusio
 WORST_ERRORS = "worst_errors.png"
 MAX_GALLERY = 24
 MAX_COUNT = labels.TOTAL  # counts 0..10
-PRED_TYPE_COLS = tuple(f"pred_{t}" for t in labels.TYPES)
-_INT_COLS = {"true_class", "pred_class", "pred_class_from_counts", *labels.TYPES}
-_STR_COLS = {"name"}
 
 
-# ---------------------------------------------------------------- atomic files
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` via a temp file in the same folder and os.replace (no half-written file)."""
-    return fileio.atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
+# ---------------------------------------------------------------- figures and files
 
 def new_figure(**kw: Any) -> Figure:
     """A Figure on its own Agg canvas: no pyplot, no global backend switch, nothing to close."""
@@ -54,103 +53,11 @@ def new_figure(**kw: Any) -> Figure:
     return fig
 
 
-def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
+def save_figure(fig: Figure, path: Path, dpi: int = 110, **savefig: Any) -> Path:
+    """Render `fig` as PNG and write it atomically; `savefig` options (e.g. bbox_inches) go to Figure.savefig."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-# ---------------------------------------------------------------- readers
-
-def _to_float(s: str) -> float:
-    try:
-        return float(s)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _to_int(s: str) -> int:
-    v = _to_float(s)
-    return round(v) if math.isfinite(v) else -1
-
-
-def _read_columns(path: Path) -> dict[str, list[str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        cols: dict[str, list[str]] = {k: [] for k in (reader.fieldnames or [])}
-        for row in reader:
-            for k, vals in cols.items():
-                vals.append(row.get(k) or "")
-    return cols
-
-
-def load_history(run_dir: Path) -> dict[str, np.ndarray]:
-    """history.csv as column name -> float array (an empty or unparsable cell is NaN)."""
-    cols = _read_columns(Path(run_dir) / "history.csv")
-    return {k: np.array([_to_float(v) for v in vals], dtype=float) for k, vals in cols.items()}
-
-
-def load_predictions(run_dir: Path) -> dict[str, np.ndarray]:
-    """predictions.csv as column name -> array: `name` str, class ids and true counts int, the rest float."""
-    cols = _read_columns(Path(run_dir) / "predictions.csv")
-    out: dict[str, np.ndarray] = {}
-    for k, vals in cols.items():
-        if k in _STR_COLS:
-            out[k] = np.array(vals, dtype=str)
-        elif k in _INT_COLS:
-            out[k] = np.array([_to_int(v) for v in vals], dtype=np.int64)
-        else:
-            out[k] = np.array([_to_float(v) for v in vals], dtype=float)
-    return out
-
-
-def load_json(path: Path) -> dict[str, Any] | None:
-    path = Path(path)
-    if not path.is_file():
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def head_flags(config: Mapping[str, Any] | None, metrics: Mapping[str, Any] | None = None) -> tuple[bool, bool]:
-    """(class head trained, count head trained) from config.json weights (else the experiment name)."""
-    if config and "cls_weight" in config and "lambda_cnt" in config:
-        return float(config["cls_weight"]) > 0, float(config["lambda_cnt"]) > 0
-    exp = (config or {}).get("experiment") or (metrics or {}).get("experiment") or "multitask"
-    return exp != "regression", exp != "classification"
-
-
-def effective_pred_class(preds: Mapping[str, np.ndarray], class_head: bool) -> np.ndarray:
-    """The class a run predicts: the class head's argmax, or for a run whose class head was not trained
-    (regression-only) the class decoded from its count head."""
-    if not class_head:
-        if "pred_class_from_counts" in preds:
-            return preds["pred_class_from_counts"]
-        if all(c in preds for c in PRED_TYPE_COLS):
-            return decode_counts(pred_counts(preds))
-    return preds["pred_class"]
-
-
-def decode_counts(pc: np.ndarray) -> np.ndarray:
-    """Nearest valid class (L2) to each predicted count vector, as labels.decode_counts, in numpy."""
-    table = np.array([labels.class_to_counts(k) for k in range(labels.NUM_CLASSES)], dtype=float)
-    d = ((np.nan_to_num(pc)[:, None, :] - table[None]) ** 2).sum(axis=2)
-    return d.argmin(axis=1).astype(np.int64)
-
-
-def confusion(true: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
-    m = np.zeros((n, n), dtype=np.int64)
-    ok = (true >= 0) & (true < n) & (pred >= 0) & (pred < n)
-    np.add.at(m, (true[ok], pred[ok]), 1)
-    return m
-
-
-def true_counts(preds: Mapping[str, np.ndarray]) -> np.ndarray:
-    return np.stack([preds[t] for t in labels.TYPES], axis=1).astype(float)
-
-
-def pred_counts(preds: Mapping[str, np.ndarray]) -> np.ndarray:
-    return np.stack([preds[c] for c in PRED_TYPE_COLS], axis=1).astype(float)
+    fig.savefig(buf, format="png", dpi=dpi, **savefig)
+    return fileio.write_bytes(path, buf.getvalue())
 
 
 # ---------------------------------------------------------------- per-plot helpers
@@ -204,7 +111,7 @@ def plot_loss(hist: Mapping[str, np.ndarray], path: Path, title: str, weights: t
         _mark_best(ax, ep, hist.get(va, np.full(len(ep), np.nan)), best_epoch)
         ax.set_title(sub, fontsize=10)
         ax.set_xlabel("epoch")
-        _int_epochs(ax)
+        int_epochs(ax)
         ax.set_ylabel("loss per sample")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -225,7 +132,7 @@ def plot_metric(hist: Mapping[str, np.ndarray], col: str, path: Path, title: str
     ax.plot(ep, y, marker="." if len(ep) < 30 else None, label=lab)
     _mark_best(ax, ep, y, best_epoch)
     ax.set_xlabel("epoch")
-    _int_epochs(ax)
+    int_epochs(ax)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -233,7 +140,7 @@ def plot_metric(hist: Mapping[str, np.ndarray], col: str, path: Path, title: str
     return save_figure(fig, path)
 
 
-def _int_epochs(ax) -> None:
+def int_epochs(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
@@ -246,17 +153,12 @@ def _log_colorbar(fig, im, ax, vmax: int, label: str) -> None:
 
 
 def _pair_ticks(ax, block: int, short: bool = False) -> None:
-    names = [pair_short(p) if short else labels.pair_name(p) for p in range(labels.NUM_PAIRS)]
+    names = [labels.pair_short(p) if short else labels.pair_name(p) for p in range(labels.NUM_PAIRS)]
     centers = [p * block + (block - 1) / 2 for p in range(labels.NUM_PAIRS)]
     ax.set_xticks(centers)
     ax.set_xticklabels(names, rotation=90, fontsize=7)
     ax.set_yticks(centers)
     ax.set_yticklabels(names, fontsize=7)
-
-
-def pair_short(p: int) -> str:
-    a, b = labels.PAIRS[p]
-    return f"{labels.TYPES[a]}+{labels.TYPES[b]}"
 
 
 def plot_confusion_135(cm: np.ndarray, path: Path, title: str) -> Path:
@@ -375,13 +277,6 @@ def plot_worst_errors(preds: Mapping[str, np.ndarray], images: Mapping[str, np.n
 
 
 # ---------------------------------------------------------------- entry point
-
-def eval_set_name(config: Mapping[str, Any] | None) -> str:
-    """What the per-epoch `val_*` columns measure: the validation images, or (holdout > 0, the honest protocol)
-    the held-out training images that select the epoch."""
-    n = int((config or {}).get("holdout") or 0)
-    return f"held-out ({n} train images)" if n else "validation"
-
 
 def make_run_plots(run_dir: Path, images: dict[str, np.ndarray] | None = None) -> list[Path]:
     """Write the figures of a run folder into run_dir/plots/ and return their paths.

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from shapecount import engine, labels, runtime
+from shapecount.checkpoint import load_checkpoint
 from shapecount.data import read_image
 from shapecount.errors import UserError
-from shapecount.experiments import load_checkpoint
 
 
 def collect_pngs(paths: list[Path]) -> list[Path]:

@@ -341,26 +341,20 @@ def speed(n: int = 20000, seed: int = 0) -> float:
     return n / (time.perf_counter() - t)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m shapecount.synth [DATA]`: generation speed, and with the real data the fidelity table."""
-    import sys
+def write_dataset(out, n: int, seed: int = 0) -> None:
+    """n synthetic images as a GSN-layout folder: labels.csv and img_XXXXX.png (RGBA, like the originals)."""
+    from pathlib import Path
 
-    from shapecount.data import load_gsn
-    from shapecount.errors import UserError
+    import numpy as np
+    from PIL import Image
 
-    argv = sys.argv[1:] if argv is None else argv
-    torch.set_num_threads(1)
-    print(f"generate: {speed():,.0f} images/s (1 thread)")
-    if argv:
-        try:
-            data = load_gsn(argv[0], progress=False)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        rep = fidelity_report(data.images, data.counts, gen=torch.Generator().manual_seed(0), verbose=False)
-        print(format_report(rep))
-    return 0
+    from shapecount import fileio
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    out = Path(out)
+    images, counts = generate(n, torch.Generator().manual_seed(seed))
+    out.mkdir(parents=True, exist_ok=True)
+    names = [f"img_{i:05d}.png" for i in range(n)]
+    for name, img in zip(names, images.numpy()):
+        rgba = np.dstack([img, img, img, np.full_like(img, 255)])
+        fileio.atomic_write(out / name, lambda p, a=rgba: Image.fromarray(a, "RGBA").save(p, format="PNG"))
+    fileio.write_csv(out / "labels.csv", ["name", *L.TYPES], ([nm, *c] for nm, c in zip(names, counts.tolist())))

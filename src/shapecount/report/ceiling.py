@@ -1,0 +1,150 @@
+"""The exact-decoding ceiling in the report: what the pixels allow on the validation images, and which of a
+model's errors were avoidable (images the exact decoder decides uniquely) or not (ambiguous images).
+
+Reads OUT/audit/summary.json and OUT/audit/witnesses.jsonl (written by `shapecount audit --out` or by
+`reproduce`). A witness redraws its image exactly, so the gallery needs no dataset.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shapecount import fileio
+from shapecount import labels as L
+from shapecount.mdtable import md_table
+from shapecount.report.runs import Run
+from shapecount.report.tables import fmt
+
+AUDIT_DIR = "audit"
+GALLERY = "decidable_errors.png"
+# One colour per shape type (labels.TYPES order) for the witness outlines.
+TYPE_COLOURS = ((0.89, 0.10, 0.11), (0.22, 0.49, 0.72), (0.30, 0.69, 0.29), (0.60, 0.31, 0.64),
+                (1.00, 0.50, 0.00), (0.65, 0.34, 0.16))
+
+
+def load_audit(out: Path) -> dict[str, Any] | None:
+    """{"summary": summary.json, "rows": {image name: audit row}} or None when the folder has no audit."""
+    d = Path(out) / AUDIT_DIR
+    try:
+        summary = json.loads((d / "summary.json").read_text(encoding="utf-8"))
+        rows = {}
+        with open(d / "witnesses.jsonl", encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    rows[r["name"]] = r
+    except (OSError, ValueError, KeyError):
+        return None
+    return {"summary": summary, "rows": rows}
+
+
+def decidable(row: dict) -> bool:
+    """The label is the only class the pixels allow (and the search finished)."""
+    return not row["unknown"] and list(row["feasible"]) == [str(row["label"])]
+
+
+def split_accuracy(run: Run, audit: dict[str, Any]) -> dict[str, Any] | None:
+    """A run's top-1 on the decidable and on the ambiguous validation images, and its decidable errors."""
+    p = run.preds
+    if p is None:
+        return None
+    rows = audit["rows"]
+    names = [str(n) for n in p["name"]]
+    keep = np.array([n in rows for n in names])  # the audit may cover only some of the images
+    if not keep.any():
+        return None
+    names = [n for n, k in zip(names, keep) if k]
+    pred = np.asarray(run.pred_class())[keep]
+    true = np.asarray(p["true_class"])[keep]
+    dec = np.array([decidable(rows[n]) for n in names])
+    ok = pred == true
+    wrong = [(n, int(t), int(q)) for n, t, q, d, o in zip(names, true, pred, dec, ok) if d and not o]
+    return {"n_dec": int(dec.sum()), "acc_dec": float(ok[dec].mean()) if dec.any() else float("nan"),
+            "n_amb": int((~dec).sum()), "acc_amb": float(ok[~dec].mean()) if (~dec).any() else float("nan"),
+            "errors_dec": int((dec & ~ok).sum()), "errors_amb": int((~dec & ~ok).sum()), "wrong_dec": wrong}
+
+
+def summary_line(audit: dict[str, Any]) -> str:
+    s = audit["summary"]
+    return (f"Exact-decoding ceiling on these {s['n_images']} validation images: the MAP class of the exact "
+            f"posterior is right on **{fmt(s['map_accuracy'])}** (Bayes-optimal estimate "
+            f"{fmt(s['bayes_accuracy_estimate'])}); {s['n_unique']} images are decided uniquely by their pixels, "
+            f"{s['n_ambiguous']} are ambiguous, {s['n_infeasible']} labels are infeasible, {s['n_unknown']} "
+            "searches unfinished (`shapecount audit`).")
+
+
+def ceiling_table(runs: list[Run], rows: list[dict], audit: dict[str, Any]) -> list[str]:
+    s = audit["summary"]
+    body = [["exact decoding, MAP (ceiling)", fmt(s["map_accuracy"]), "1.000", "n/a", "n/a", "n/a"]]
+    for r, row in zip(runs, rows):
+        sp = split_accuracy(r, audit)
+        if sp is None or row["top1"] is None:
+            continue
+        n = sp["n_dec"] + sp["n_amb"]
+        acc = (n - sp["errors_dec"] - sp["errors_amb"]) / n
+        body.append([r.label, fmt(acc), fmt(sp["acc_dec"]), fmt(sp["acc_amb"]), str(sp["errors_dec"]),
+                     str(sp["errors_amb"])])
+    head = ["", f"top-1 ({s['n_images']} audited)", f"top-1 decidable ({s['n_unique']})",
+            f"top-1 ambiguous ({s['n_images'] - s['n_unique']})", "errors decidable", "errors ambiguous"]
+    return [md_table(head, body), "",
+            ("Decidable: the exact decoder finds exactly one class that can draw the image under the generator's "
+             "rules, so an error there is avoidable; on ambiguous images (two same-type shapes on one anchor "
+             "cancel, so the hidden pair could be of either type) even the ceiling guesses. The ceiling row's "
+             "decidable accuracy is 1 by definition."), ""]
+
+
+def _witness_rgb(row: dict, cls: int) -> np.ndarray:
+    """The image (light gray ink) with each shape of the class's witness outlined in its type's colour."""
+    import torch
+
+    from shapecount import synth
+
+    shapes = [w.rsplit("@", 1) for w in row["feasible"][str(cls)]["witness"]]
+    kinds = [L.TYPE_SINGULAR.index(t) for t, _ in shapes]
+    anchors = [tuple(int(v) for v in a.split(",")) for _, a in shapes]
+    rgb = np.zeros((28, 28, 3))
+    if not kinds:
+        return rgb
+    masks = synth.draw(torch.tensor(kinds).view(-1, 1), torch.tensor(anchors).view(-1, 1, 2)).numpy() > 0
+    ink = np.logical_xor.reduce(masks, axis=0)
+    rgb[ink] = 0.55
+    for t, m in zip(kinds, masks):
+        inner = m.copy()
+        inner[1:-1, 1:-1] = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+        rgb[m & ~inner] = TYPE_COLOURS[t]
+    return rgb
+
+
+def plot_decidable_errors(run: Run, audit: dict[str, Any], path: Path, k: int = 12) -> Path | None:
+    """Up to k decidable validation images the run gets wrong, each drawn from its label's witness."""
+    sp = split_accuracy(run, audit)
+    if sp is None or not sp["wrong_dec"]:
+        return None
+    from shapecount import plots
+
+    wrong = sp["wrong_dec"][:k]
+    cols = min(6, len(wrong))
+    nrows = (len(wrong) + cols - 1) // cols
+    fig = plots.new_figure(figsize=(2.3 * cols, 2.7 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (name, t, q) in zip(axes.flat, wrong):
+        ax.imshow(_witness_rgb(audit["rows"][name], t), interpolation="nearest")
+        ax.set_title(f"{name}\ntrue {L.class_name(t)}\npred {L.class_name(q)}", fontsize=6)
+    fig.suptitle(f"{run.label}: decidable images it gets wrong (witness outlined, colour = type)", fontsize=8)
+    return plots.save_figure(fig, path)
+
+
+def write_audit_files(out: Path, audit_result) -> None:
+    """OUT/audit/ from an `exact.audit.Audit` (used by reproduce)."""
+    from shapecount.exact.audit import write_audit
+
+    write_audit(audit_result, Path(out) / AUDIT_DIR)
+    fileio.write_text(Path(out) / AUDIT_DIR / "README.md",
+                      "Exact decoding of the validation images (`shapecount audit --split val`): audit.csv, "
+                      "witnesses.jsonl, summary.json.\n")

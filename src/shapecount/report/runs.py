@@ -1,0 +1,147 @@
+"""The runs of a reproduce folder: which there are (runs.json, else the default names) and their files, loaded.
+
+Layout read (all paths relative to the reproduce folder OUT): OUT/runs.json (optional), OUT/eda/ and one run
+folder per experiment (docs/run_folder.md). Missing pieces become notes, never errors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shapecount import runfolder
+
+DEFAULT_RUNS = ("classification", "regression", "multitask")
+EDA_DIR = "eda"
+COMPARISON_DIR = "comparison"
+
+
+def num(v: Any) -> float | None:
+    """`v` as a finite float, else None (a missing, non-numeric or non-finite value)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+@dataclass
+class Run:
+    """One run folder as the report sees it: its name and label, and its files as loaded (None if missing)."""
+
+    name: str
+    dir: Path
+    label: str
+    config: dict[str, Any] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: dict[str, np.ndarray] | None = None
+    preds: dict[str, np.ndarray] | None = None
+
+    @property
+    def heads(self) -> tuple[bool, bool]:
+        return runfolder.head_flags(self.config, self.metrics)
+
+    @property
+    def class_head(self) -> bool:
+        return self.heads[0]
+
+    @property
+    def count_head(self) -> bool:
+        return self.heads[1]
+
+    @property
+    def kind(self) -> str:
+        c, r = self.heads
+        return "multitask" if c and r else "classification-only" if c else "regression-only"
+
+    def cfg(self, key: str, default: Any = None) -> Any:
+        return (self.config or {}).get(key, default)
+
+    @property
+    def lambda_cnt(self) -> float | None:
+        v = self.cfg("lambda_cnt")
+        return None if v is None else float(v)
+
+    @property
+    def n_val(self) -> int | None:
+        n = self.metrics.get("n_val")
+        if n is None and self.preds is not None:
+            n = len(self.preds["true_class"])
+        return None if n is None else int(n)
+
+    def pred_class(self) -> np.ndarray | None:
+        if self.preds is None:
+            return None
+        return runfolder.effective_pred_class(self.preds, self.class_head)
+
+    def rel(self, out: Path, *parts: str) -> str:
+        """Path of a file of this run relative to the reproduce folder (for markdown links)."""
+        p = self.dir.joinpath(*parts)
+        try:
+            return p.relative_to(out).as_posix()
+        except ValueError:
+            return p.as_posix()
+
+
+def _read_runs_json(out: Path, notes: list[str]) -> dict[str, Any] | None:
+    p = out / "runs.json"
+    if not p.is_file():
+        notes.append("No runs.json: the default run folders that exist are used; command, machine and date "
+                     "are unknown.")
+        return None
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+        if not isinstance(d, dict) or not isinstance(d.get("runs", []), list):
+            raise TypeError("expected an object with a 'runs' list")
+        return d
+    except (OSError, ValueError, TypeError) as e:
+        notes.append(f"runs.json could not be read ({e}); the default run folders are used.")
+        return None
+
+
+def discover_runs(out: Path) -> tuple[list[Run], dict[str, Any] | None, list[str]]:
+    """The runs of a reproduce folder with their files loaded, runs.json (or None) and notes on what is missing."""
+    out = Path(out)
+    notes: list[str] = []
+    meta = _read_runs_json(out, notes)
+    entries = []
+    if meta and meta.get("runs"):
+        for e in meta["runs"]:
+            if isinstance(e, dict) and (e.get("name") or e.get("dir")):
+                name = str(e.get("name") or e.get("dir"))
+                entries.append((name, str(e.get("dir") or name), str(e.get("label") or name), True))
+    else:
+        entries = [(n, n, n, False) for n in DEFAULT_RUNS]
+    runs = []
+    for name, d, label, listed in entries:
+        run_dir = Path(d) if Path(d).is_absolute() else out / d
+        if not run_dir.is_dir():
+            notes.append(f"Run '{name}' ({'listed in runs.json, ' if listed else ''}folder `{d}/`) is missing: "
+                         "left out.")
+            continue
+        metrics = runfolder.load_json(run_dir / "metrics.json")
+        if metrics is None:
+            notes.append(f"Run '{name}' has no metrics.json (unfinished?): left out.")
+            continue
+        run = Run(name, run_dir, label, runfolder.load_json(run_dir / "config.json"), metrics)
+        if run.config is None:
+            notes.append(f"Run '{name}' has no config.json: its setup is inferred from metrics.json.")
+        hist = runfolder.load_history(run_dir) if (run_dir / "history.csv").is_file() else {}
+        if hist and len(next(iter(hist.values()))):
+            run.history = hist
+        else:
+            notes.append(f"Run '{name}' has no (or an empty) history.csv: no curves for it.")
+        preds = runfolder.load_predictions(run_dir) if (run_dir / "predictions.csv").is_file() else {}
+        if len(preds.get("true_class", [])) and "pred_class" in preds:
+            run.preds = preds
+        else:
+            notes.append(f"Run '{name}' has no (or an incomplete) predictions.csv: no error analysis for it.")
+        if label == name and run.lambda_cnt is not None and run.cfg("experiment") == name:
+            run.label = f"{name} (lambda={run.lambda_cnt:g})"
+        runs.append(run)
+    return runs, meta, notes

@@ -1,0 +1,437 @@
+"""The text of the report, one function per section: each returns the section's Markdown lines.
+
+Numbers come from analysis.py and tables from tables.py; sections 4 and 5 and the ablation section are mostly
+fixed prose, kept as Jinja2 templates (templates/*.md.j2) filled with the runs' values. Figures are referenced
+by their path relative to the reproduce folder, or replaced by a note when the file is missing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from shapecount import labels, plots, runfolder
+from shapecount.mdtable import md_table
+from shapecount.report import ceiling
+from shapecount.report.analysis import binomial_std, error_analysis, mcnemar
+from shapecount.report.runs import COMPARISON_DIR, EDA_DIR, Run, num
+from shapecount.report.tables import NOT_TRAINED_CNT, csv_to_md, fmt, per_pair_md, results_table_md
+
+SECTIONS = ("1. Summary", "2. Data (EDA)", "3. Architecture", "4. Augmentations and why", "5. Setups",
+            "6. Results", "7. Confusion matrices", "8. Error analysis", "9. Discussion")
+ABLATION_FILE = "ablation.md"
+ABLATION_SECTION = "10. Ablation"
+AUG_KEYS = ("aug_hflip", "aug_vflip", "aug_rot90", "aug_brightness", "aug_noise", "aug_erase", "aug_at_least_one",
+            "aug_copies", "tta")
+
+_TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("shapecount.report", "templates"), autoescape=False,
+                                trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                                undefined=jinja2.StrictUndefined)
+
+
+def _render(template: str, **values: Any) -> list[str]:
+    return _TEMPLATES.get_template(template).render(**values).split("\n")
+
+
+def _fig(out: Path, rel: str, caption: str) -> str:
+    if (out / rel).is_file():
+        return f"![{caption}]({rel})\n"
+    return f"> Not available: `{rel}` is missing.\n"
+
+
+def _demote(text: str, by: int = 2) -> str:
+    out, fence = [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fence = not fence
+        if not fence and re.match(r"#{1,6} ", line):
+            line = "#" * by + line
+        out.append(line)
+    return "\n".join(out).strip() + "\n"
+
+
+def _pick(runs: list[Run], kind: str, name: str) -> Run | None:
+    """The run of `kind` named `name`, else (multitask) the one with lambda_cnt 5, else the first of `kind`."""
+    same = [r for r in runs if r.kind == kind]
+    for r in same:
+        if r.name == name:
+            return r
+    if kind == "multitask":
+        for r in same:
+            if r.lambda_cnt == 5.0:
+                return r
+    return same[0] if same else None
+
+
+def _summary(out: Path, runs: list[Run], rows: list[dict], meta: dict | None, notes: list[str]) -> list[str]:
+    s = []
+    audit = ceiling.load_audit(out)
+    if audit is not None:
+        s.append("- " + ceiling.summary_line(audit))
+    cls_rows = [r for r in rows if r["top1"] is not None]
+    if cls_rows:
+        b = max(cls_rows, key=lambda r: r["top1"])
+        s.append(f"- Best top-1 accuracy: **{fmt(b['top1'])}** ({b['label']}, from the {b['top1_source']}).")
+    cnt_rows = [r for r in rows if r["rmse"] is not None]
+    if cnt_rows:
+        b = min(cnt_rows, key=lambda r: r["rmse"])
+        s.append(f"- Best count RMSE: **{fmt(b['rmse'])}** ({b['label']}; MAE {fmt(b['mae'])}).")
+    for r in rows:
+        bits = [f"top-1 {fmt(r['top1'])}"]
+        if r["count_head_trained"]:
+            bits.append(f"RMSE {fmt(r['rmse'])}")
+        s.append(f"- {r['label']}: " + ", ".join(bits) + f", best epoch {fmt(r['best_epoch'])} of "
+                 f"{fmt(r['epochs'])}, {fmt(r['runtime_s'], 1)} s.")
+    if runs:
+        m = runs[0].metrics
+        s.append(f"- Images: {fmt(m.get('n_train'))} training, {fmt(runs[0].n_val)} validation.")
+    if not runs:
+        s.append("- No finished run was found.")
+    s.append("")
+    if meta:
+        for key, name in (("command", "Command"), ("recipe", "Recipe"), ("machine", "Machine"), ("date", "Date"),
+                          ("wall_s", "Total wall time (s)")):
+            if meta.get(key) not in (None, ""):
+                v = meta[key]
+                s.append(f"- {name}: " + (f"`{v}`" if key == "command" else fmt(v, 1) if key == "wall_s" else str(v)))
+        s.append("")
+    if notes:
+        s += ["Notes:", ""]  # a blank line, so that Markdown starts the list
+        s += [f"- {n}" for n in notes]
+        s.append("")
+    return s
+
+
+def _eda(out: Path) -> list[str]:
+    d = out / EDA_DIR
+    if not d.is_dir():
+        return ["> Not available: no `eda/` folder.", ""]
+    s = []
+    summary = ""
+    if (d / "summary.md").is_file():
+        summary = (d / "summary.md").read_text(encoding="utf-8")
+        text = _demote(summary, 2)
+        # figure paths in summary.md are relative to eda/; the report lives one folder up
+        text = re.sub(r"!\[(.*?)\]\((?![a-z]+:|/)(.*?)\)", rf"![\1]({EDA_DIR}/\2)", text)
+        s += [text]
+    else:
+        s += ["> `eda/summary.md` is missing.", ""]
+    s += ["### Class histogram", "", _fig(out, f"{EDA_DIR}/class_histogram.png", "Images per class (135 classes)")]
+    s += ["### Counts per type", ""]
+    if (d / "count_table.md").is_file():
+        table = (d / "count_table.md").read_text(encoding="utf-8")
+        rows = [ln.strip() for ln in table.splitlines() if ln.strip().startswith("|")]
+        if rows and all(r in summary for r in rows[:3]):
+            s += ["(The table is part of the EDA summary above.)", ""]
+        else:
+            s += [_demote(table, 3)]
+    elif (d / "count_table.csv").is_file():
+        s += [csv_to_md(d / "count_table.csv")]
+    else:
+        s += ["> Not available: `eda/count_table.md` is missing.", ""]
+    s += ["### Examples", "", _fig(out, f"{EDA_DIR}/examples.png", "Example images with their labels")]
+    s += ["### Pair balance", "", _fig(out, f"{EDA_DIR}/pair_balance.png", "Images per type pair")]
+    if (d / "pair_balance.csv").is_file():
+        s += [csv_to_md(d / "pair_balance.csv")]
+    return s
+
+
+def _architecture(out: Path, runs: list[Run]) -> list[str]:
+    ref = _pick(runs, "multitask", "multitask")
+    cands = ([ref] if ref else []) + [r for r in runs if r is not ref]
+    for r in cands:
+        p = r.dir / "model.txt"
+        if p.is_file():
+            text = p.read_text(encoding="utf-8").rstrip().replace("```", "'''")
+            return [f"Module tree and parameter counts of the {r.label} run (`{r.rel(out, 'model.txt')}`):", "",
+                    "```", text, "```", ""]
+    return ["> Not available: no run has a model.txt.", ""]
+
+
+def _perm_text(perm: tuple[int, ...]) -> str:
+    parts, seen = [], set()
+    for i, j in enumerate(perm):
+        if i == j or i in seen:
+            continue
+        if perm[j] == i:
+            parts.append(f"{labels.TYPE_PLURAL[i]} <-> {labels.TYPE_PLURAL[j]}")
+            seen |= {i, j}
+        else:
+            parts.append(f"{labels.TYPE_PLURAL[i]} -> {labels.TYPE_PLURAL[j]}")
+    fixed = [labels.TYPE_PLURAL[i] for i, j in enumerate(perm) if i == j]
+    return "; ".join(parts) + (f" ({', '.join(fixed)} unchanged)" if fixed else "")
+
+def _augmentations(runs: list[Run]) -> list[str]:
+    ref = _pick(runs, "multitask", "multitask") or (runs[0] if runs else None)
+    if ref is None or ref.config is None:
+        return ["> Not available: no config.json to read the augmentation settings from.", ""]
+    try:
+        from shapecount.augment import AugmentSpec
+        spec = AugmentSpec()
+    except Exception:  # noqa: BLE001 - the strengths are a detail; the probabilities come from config.json
+        spec = None
+
+    def strength(attr: str, default: float) -> float:
+        return float(getattr(spec, attr, default)) if spec is not None else default
+
+    c = ref.config
+    p = {k: c.get(k) for k in AUG_KEYS}
+    geo = [("aug_hflip", "horizontal flip (mirror left-right)", labels.HFLIP),
+           ("aug_vflip", "vertical flip (mirror up-down)", labels.VFLIP),
+           ("aug_rot90", "quarter turn counter-clockwise by 90, 180 or 270 degrees (uniform)", labels.ROT90_CCW)]
+    rows = []
+    for key, what, perm in geo:
+        lab = _perm_text(perm) + (" for 90 degrees; 180 and 270 degrees apply it 2 and 3 times" if key == "aug_rot90"
+                                  else "")
+        rows.append([what, fmt(num(p[key]), 2), lab])
+    rows.append(["brightness/contrast", fmt(num(p["aug_brightness"]), 2),
+                 (f"none (contrast x[{1 - strength('contrast_range', 0.2):g}, {1 + strength('contrast_range', 0.2):g}],"
+                 f" offset +-{strength('brightness_range', 0.1):g})")])
+    rows.append(["Gaussian noise", fmt(num(p["aug_noise"]), 2), f"none (std {strength('noise_std', 0.05):g})"])
+    rows.append(["random erasing", fmt(num(p["aug_erase"]), 2),
+                 f"none (a 2..{int(strength('erase_max', 4))} pixel square set to 0)"])
+    diff = [r for r in runs if r.config and any(r.config.get(k) != c.get(k) for k in AUG_KEYS)]
+    diff_table = md_table(["run", *AUG_KEYS], [[r.label, *(fmt(r.config.get(k), 2) for k in AUG_KEYS)] for r in diff])
+    return _render("augmentations.md.j2", label=ref.label,
+                   table=md_table(["transform", "probability", "what happens to the labels (counts)"], rows),
+                   enabled=[r[0] for r in rows if (num(r[1]) or 0) > 0], at_least_one=p.get("aug_at_least_one"),
+                   copies=p.get("aug_copies"), tta=p.get("tta"), diff_table=diff_table if diff else "")
+
+
+def _monitor(r: Run) -> str:
+    m = r.cfg("monitor")
+    if m in (None, "auto"):
+        res = "val_top1" if r.class_head else "val_rmse"
+        return f"auto ({res})" if m == "auto" else "n/a"
+    return str(m)
+
+
+def _heads(r: Run) -> str:
+    """Head width and dropout, e.g. `64, dropout 0.3/0.1` (the seed report's heads) or `256, no dropout` (best)."""
+    hidden, d1, d2 = r.cfg("head_hidden"), num(r.cfg("head_dropout1")), num(r.cfg("head_dropout2"))
+    if hidden is None:
+        return "n/a"
+    return f"{hidden}, no dropout" if not (d1 or d2) else f"{hidden}, dropout {fmt(d1, 2)}/{fmt(d2, 2)}"
+
+
+def _setups(runs: list[Run]) -> list[str]:
+    header = ["run", "experiment", "cls_weight", "lambda_cnt", "lr", "weight decay", "batch", "epochs cap",
+              "patience", "monitor", "schedule", "warmup", "bf16", "synthetic/epoch", "holdout", "heads", "TTA",
+              "seed"]
+    rows = [[r.label, r.cfg("experiment", r.metrics.get("experiment")), fmt(num(r.cfg("cls_weight")), 2),
+             fmt(r.lambda_cnt, 2), fmt(r.cfg("lr")), fmt(r.cfg("weight_decay")), fmt(r.cfg("batch_size")),
+             fmt(r.cfg("epochs")), fmt(r.cfg("patience")), _monitor(r), fmt(r.cfg("schedule")),
+             fmt(r.cfg("warmup_epochs", 0)), fmt(r.cfg("bf16", False)), fmt(r.cfg("synth_per_epoch", 0)),
+             fmt(r.cfg("holdout", 0)), _heads(r), fmt(r.cfg("tta")), fmt(r.cfg("seed"))] for r in runs]
+    if not rows:
+        return ["> No runs.", ""]
+    return _render("setups.md.j2", table=md_table(header, rows))
+
+
+def _results(out: Path, runs: list[Run], rows: list[dict]) -> list[str]:
+    s = ["### Results table", "", results_table_md(rows)]
+    audit = ceiling.load_audit(out)
+    if audit is not None:
+        s += ["### Against the exact-decoding ceiling", "", ceiling.summary_line(audit), "",
+              *ceiling.ceiling_table(runs, rows, audit)]
+    sv = [(r, row) for r, row in zip(runs, rows) if isinstance(r.metrics.get("single_view"), dict)]
+    if sv and any(r.metrics.get("tta") for r, _ in sv):
+        t = []
+        for r, row in sv:
+            v = r.metrics["single_view"]
+            key = "top1_accuracy" if r.class_head else "count_decoded_accuracy"
+            mark = "" if r.class_head else " ‡"
+            t.append([r.label, fmt(num(v.get(key))) + mark, fmt(num(r.metrics.get(key))) + mark,
+                      fmt(num(v.get("rmse"))) if r.count_head else NOT_TRAINED_CNT,
+                      fmt(num(r.metrics.get("rmse"))) if r.count_head else NOT_TRAINED_CNT])
+        s += ["### Test-time augmentation", "", md_table(["run", "top-1 single view", "top-1 with TTA",
+                                                          "RMSE single view", "RMSE with TTA"], t),
+              "", "(‡: count-decoded accuracy of a run without a trained class head; † as above.)", ""]
+    s += ["### Per-pair accuracy", "", per_pair_md(runs)]
+    s += ["### Per-epoch curves", "", _fig(out, f"{COMPARISON_DIR}/curves.png", "Per-epoch curves of all runs "
+                                           "(validation images, or the held-out ones when holdout > 0)")]
+    for r in runs:
+        s += [f"#### {r.label}", ""]
+        ev = runfolder.eval_set_name(r.config)
+        for f, cap in (("loss.png", "loss per epoch"), ("top1.png", f"{ev} top-1 per epoch"),
+                       ("rmse.png", f"{ev} RMSE per epoch")):
+            s.append(_fig(out, r.rel(out, plots.PLOTS_DIR, f), f"{r.label}: {cap}"))
+    return s
+
+
+def _confusions(out: Path, runs: list[Run]) -> list[str]:
+    s = [_fig(out, f"{COMPARISON_DIR}/confusions.png", "Type-pair confusion per run")]
+    for r in runs:
+        s += [f"### {r.label}", ""]
+        src = "" if r.class_head else " (class decoded from the count head)"
+        s.append(_fig(out, r.rel(out, plots.PLOTS_DIR, "confusion_135.png"), f"{r.label}: 135-class confusion{src}"))
+        note = "" if r.count_head else " (count head not trained: untrained outputs)"
+        s.append(_fig(out, r.rel(out, plots.PLOTS_DIR, "count_confusion.png"),
+                      f"{r.label}: per-type count matrices{note}"))
+    return s
+
+
+def _decidable_errors(out: Path, r: Run, audit: dict | None) -> list[str]:
+    """How many of a run's errors the pixels decide, and the gallery of those (drawn from their witness)."""
+    if audit is None:
+        return []
+    sp = ceiling.split_accuracy(r, audit)
+    if sp is None:
+        return ["> The audit in audit/ does not cover this run's validation images.", ""]
+    s = [(f"Against the exact decoder: {sp['errors_dec']} errors on the {sp['n_dec']} images whose pixels decide the "
+          f"class (avoidable; top-1 there {fmt(sp['acc_dec'])}), {sp['errors_amb']} on the {sp['n_amb']} ambiguous "
+          f"ones (top-1 there {fmt(sp['acc_amb'])})."), ""]
+    rel = r.rel(out, plots.PLOTS_DIR, ceiling.GALLERY)
+    if ceiling.plot_decidable_errors(r, audit, out / rel) is not None:
+        s.append(_fig(out, rel, f"{r.label}: decidable validation images it gets wrong, each drawn from the "
+                                "witness placement of its true class"))
+    return s
+
+
+def _errors(out: Path, runs: list[Run]) -> list[str]:
+    s = []
+    audit = ceiling.load_audit(out)
+    for r in runs:
+        s += [f"### {r.label}", ""]
+        s += _decidable_errors(out, r, audit)
+        e = error_analysis(r)
+        if e is None:
+            s += ["> Not available: no predictions.csv.", ""]
+            continue
+        src = "" if r.class_head else ", class decoded from the count head"
+        n, k = e["n"], e["errors"]
+        if k == 0:
+            s += [f"No misclassified validation images out of {n}{src}.", ""]
+        else:
+            o1, o2, o3 = e["split_off"]
+            s += [(f"{k} of {n} validation images misclassified ({k / max(n, 1):.3f}{src}). Of these, "
+                  f"{e['same_pair']} ({e['same_pair'] / k:.3f}) have the right type pair and a wrong split "
+                  f"(first type's count off by 1: {o1}, by 2: {o2}, by more: {o3}); {k - e['same_pair']} "
+                  f"({(k - e['same_pair']) / k:.3f}) have a wrong type pair."), ""]
+            s += ["Most confused classes (true -> predicted):", "",
+                  md_table(["true class", "predicted class", "images", "same type pair"],
+                           [[labels.class_name(t), labels.class_name(q), c,
+                             fmt(labels.class_to_pair(t) == labels.class_to_pair(q))]
+                            for t, q, c in e["top_classes"]]), ""]
+            if e["top_pairs"]:
+                s += ["Most confused type pairs (true -> predicted):", "",
+                      md_table(["true pair", "predicted pair", "images"],
+                               [[labels.pair_name(a), labels.pair_name(b), c] for a, b, c in e["top_pairs"]]), ""]
+        if e["count_errors"]:
+            s += ["Mean absolute count error by type:", "",
+                  md_table(["counts from", *labels.TYPE_PLURAL],
+                           [[name, *(fmt(v) for v in d["mae_per_type"])] for name, d in e["count_errors"].items()]),
+                  "", ("Distribution of |count error| over all (image, type) entries (predicted counts rounded and "
+                      "clipped to 0..10):"), "",
+                  md_table(["counts from", "0", "1", "2", ">2", "all 6 counts exact"],
+                           [[name, *(fmt(v) for v in d["hist"]), fmt(d["all_exact"])]
+                            for name, d in e["count_errors"].items()]), ""]
+        if not r.count_head:
+            s += [("(The count head of this run was not trained, so only the counts implied by its predicted class "
+                  "are scored.)"), ""]
+        gal = r.rel(out, plots.PLOTS_DIR, plots.WORST_ERRORS)
+        if (out / gal).is_file():
+            s.append(_fig(out, gal, f"{r.label}: most confidently wrong validation images"))
+        else:
+            s += [("> No worst-errors gallery (`plots/worst_errors.png` is made only when the validation images are "
+                  "passed to make_run_plots)."), ""]
+    return s or ["> No runs.", ""]
+
+
+def _compare_acc(what: str, a: Run, pa: float, b: Run, pb: float) -> str:
+    n = a.n_val or b.n_val
+    d = pa - pb
+    sa, sb = binomial_std(pa, a.n_val), binomial_std(pb, b.n_val)
+    txt = (f"{what}: {a.label} {fmt(pa)} vs {b.label} {fmt(pb)}, a difference of {d:+.3f} "
+           f"({100 * d:+.1f} points)")
+    if sa is not None and sb is not None:
+        sd = math.sqrt(sa ** 2 + sb ** 2)
+        z = abs(d) / sd if sd > 0 else math.inf
+        verdict = "larger than" if z > 2 else "within"
+        txt += (f". On n = {n} validation images the binomial std of each accuracy is about {fmt(sa)} and "
+                f"{fmt(sb)}, so the std of the difference is about {fmt(sd)}: the difference is {z:.1f} std, "
+                f"{verdict} two std of single-run noise")
+    return txt + "."
+
+
+def _discussion(runs: list[Run], rows: list[dict]) -> list[str]:
+    s = []
+    row = {r["run"]: r for r in rows}
+    mt = _pick(runs, "multitask", "multitask")
+    co = _pick(runs, "classification-only", "classification")
+    ro = _pick(runs, "regression-only", "regression")
+    s += ["### Multitask effect", ""]
+    if mt and co and row[mt.name]["top1"] is not None and row[co.name]["top1"] is not None:
+        s.append("- " + _compare_acc("Top-1 accuracy", mt, row[mt.name]["top1"], co, row[co.name]["top1"]))
+        mc = mcnemar(mt, co)
+        if mc is not None:
+            b, c = mc
+            z = (b - c) / math.sqrt(b + c) if b + c else 0.0
+            if b + c == 0:
+                s.append(f"- {mt.label} and {co.label} are right on exactly the same validation images.")
+            else:
+                s.append(f"- On the same validation images, {b} are right only for {mt.label} and {c} only for "
+                         f"{co.label} (paired McNemar z = {z:+.2f}; |z| > 2 would be unlikely under equal "
+                         "accuracy).")
+    else:
+        s.append("- Multitask vs classification-only top-1: not available (one of the two runs is missing).")
+    if mt and ro and row[mt.name]["rmse"] is not None and row[ro.name]["rmse"] is not None:
+        rm, rr = row[mt.name]["rmse"], row[ro.name]["rmse"]
+        rel = f" ({100 * (rm - rr) / rr:+.1f}% relative)" if rr else ""
+        s.append(f"- Count RMSE: {mt.label} {fmt(rm)} vs {ro.label} {fmt(rr)}, a difference of {rm - rr:+.3f}"
+                 f"{rel} (lower is better); MAE {fmt(row[mt.name]['mae'])} vs {fmt(row[ro.name]['mae'])}.")
+        cm_, cr = row[mt.name]["count_decoded_accuracy"], row[ro.name]["count_decoded_accuracy"]
+        if cm_ is not None and cr is not None:
+            s.append("- " + _compare_acc("Accuracy of the class decoded from the count head", mt, cm_, ro, cr))
+    else:
+        s.append("- Multitask vs regression-only RMSE: not available (one of the two runs is missing).")
+    s += ["", "### Loss weight lambda_cnt", ""]
+    with_cls = [r for r in runs if r.class_head and r.lambda_cnt is not None]
+    lams = sorted({r.lambda_cnt for r in with_cls})
+    if not lams:
+        s.append("No run with a trained class head and a known lambda_cnt.")
+    elif set(lams) <= {0.0, 5.0}:
+        s.append("Only lambda_cnt = " + " and ".join(f"{v:g}" for v in lams) + " were run (0 = classification-only, "
+                 "5 = the multitask default), so the effect of lambda is the multitask effect above; no other value "
+                 "was measured and nothing is claimed about an optimal lambda.")
+    else:
+        t = []
+        for r in sorted(with_cls, key=lambda r: r.lambda_cnt):
+            rw = row[r.name]
+            t.append([r.label, fmt(r.lambda_cnt, 2), fmt(rw["top1"]), fmt(binomial_std(rw["top1"], r.n_val)),
+                      fmt(rw["rmse"]) if r.count_head else NOT_TRAINED_CNT])
+        s += [md_table(["run", "lambda_cnt", "top-1", "binomial std", "RMSE"], t), ""]
+        ranked = sorted(with_cls, key=lambda r: -(row[r.name]["top1"] or 0))
+        best = ranked[0]
+        s.append(f"Highest top-1: lambda_cnt = {best.lambda_cnt:g} ({best.label}, {fmt(row[best.name]['top1'])}).")
+        if len(ranked) > 1:
+            s.append(" " + _compare_acc("Against the runner-up", best, row[best.name]["top1"], ranked[1],
+                                        row[ranked[1].name]["top1"]))
+    s += ["", "### Caveat", "",
+          ("Every number comes from a single training run (one seed) evaluated on one validation split. The binomial "
+          "std sqrt(p(1-p)/n) above only covers the sampling of validation images; seed-to-seed variation of "
+          "training is not measured and can be of the same order or larger, so differences within about "
+          "two std should not be read as real effects.")]
+    stds = [f"{r['label']} {fmt(binomial_std(r['top1'], r['n_val']))}" for r in rows if r["top1"] is not None and r["n_val"]]
+    if stds:
+        s[-1] += " Binomial std of top-1 per run: " + "; ".join(stds) + "."
+    return s + [""]
+
+
+def ablation(out: Path) -> list[str]:
+    """Section 10 when the folder holds ablation.md (copied in by `shapecount report --ablation ROOT`)."""
+    path = out / ABLATION_FILE
+    if not path.is_file():
+        return []
+    return _render("ablation.md.j2", title=ABLATION_SECTION, table=path.read_text(encoding="utf-8"))
+
+
+def sections(out: Path, runs: list[Run], meta: dict | None, notes: list[str], rows: list[dict]) -> list[list[str]]:
+    """The lines of the sections SECTIONS, in order."""
+    return [_summary(out, runs, rows, meta, notes), _eda(out), _architecture(out, runs), _augmentations(runs),
+            _setups(runs), _results(out, runs, rows), _confusions(out, runs), _errors(out, runs),
+            _discussion(runs, rows)]

@@ -1,0 +1,156 @@
+"""The run folder format (docs/run_folder.md): the columns its files are written with, and their readers.
+
+A run folder holds config.json, history.csv, metrics.json, predictions.csv, model.txt, checkpoint.pt and plots/
+(checkpoint.pt and the resume state are read and written by checkpoint.py, plots/ by plots.py). Training writes
+with the functions here; plots, the report and the ablation summary read with them. Reading needs numpy and
+torch only: no matplotlib, no model, no dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from shapecount import fileio, labels
+
+if TYPE_CHECKING:
+    from shapecount.data import GSNData
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_loss_cls", "train_loss_cnt", "val_loss", "val_loss_cls",
+                   "val_loss_cnt", "val_top1", "val_rmse", "val_mae", "lr", "seconds"]
+PRED_TYPE_COLS = tuple(f"pred_{t}" for t in labels.TYPES)
+PRED_COLUMNS = (["name", *labels.TYPES, "true_class", "pred_class", *PRED_TYPE_COLS]
+                + ["pred_class_from_counts", "confidence"])
+# Files whose presence means a folder already holds a run.
+RUN_MARKERS = ("metrics.json", "history.csv", "checkpoint.pt")
+_INT_COLS = {"true_class", "pred_class", "pred_class_from_counts", *labels.TYPES}
+_STR_COLS = {"name"}
+
+
+# ---------------------------------------------------------------- writers
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with non-finite floats replaced by None (JSON has no NaN), in nested dicts and lists."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> Path:
+    return fileio.write_json(Path(run_dir) / "metrics.json", json_safe(metrics))
+
+
+def write_history(run_dir: Path, rows: list[dict]) -> Path:
+    """history.csv from the per-epoch dicts of engine.fit, rewritten whole (atomically) after every epoch, so
+    an interrupted run keeps the epochs done so far."""
+    return fileio.write_csv(Path(run_dir) / "history.csv", HISTORY_COLUMNS,
+                            [[r[c] for c in HISTORY_COLUMNS] for r in rows])
+
+
+def write_predictions(path: Path, data: GSNData, log_probs: torch.Tensor, pred_counts: torch.Tensor) -> None:
+    pred = log_probs.argmax(1)
+    conf = log_probs.max(1).values.exp()
+    decoded = labels.decode_counts(pred_counts)
+    rows = []
+    for i, name in enumerate(data.names):
+        rows.append([name, *data.counts[i].tolist(), int(data.classes[i]), int(pred[i]),
+                     *(f"{v:.4f}" for v in pred_counts[i].tolist()), int(decoded[i]), f"{float(conf[i]):.4f}"])
+    fileio.write_csv(path, PRED_COLUMNS, rows)
+
+
+# ---------------------------------------------------------------- readers
+
+def _to_float(s: str) -> float:
+    try:
+        return float(s)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _to_int(s: str) -> int:
+    v = _to_float(s)
+    return round(v) if math.isfinite(v) else -1
+
+
+def _read_columns(path: Path) -> dict[str, list[str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        cols: dict[str, list[str]] = {k: [] for k in (reader.fieldnames or [])}
+        for row in reader:
+            for k, vals in cols.items():
+                vals.append(row.get(k) or "")
+    return cols
+
+
+def load_history(run_dir: Path) -> dict[str, np.ndarray]:
+    """history.csv as column name -> float array (an empty or unparsable cell is NaN)."""
+    cols = _read_columns(Path(run_dir) / "history.csv")
+    return {k: np.array([_to_float(v) for v in vals], dtype=float) for k, vals in cols.items()}
+
+
+def load_predictions(run_dir: Path) -> dict[str, np.ndarray]:
+    """predictions.csv as column name -> array: `name` str, class ids and true counts int, the rest float."""
+    cols = _read_columns(Path(run_dir) / "predictions.csv")
+    out: dict[str, np.ndarray] = {}
+    for k, vals in cols.items():
+        if k in _STR_COLS:
+            out[k] = np.array(vals, dtype=str)
+        elif k in _INT_COLS:
+            out[k] = np.array([_to_int(v) for v in vals], dtype=np.int64)
+        else:
+            out[k] = np.array([_to_float(v) for v in vals], dtype=float)
+    return out
+
+
+def load_json(path: Path) -> dict[str, Any] | None:
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def head_flags(config: Mapping[str, Any] | None, metrics: Mapping[str, Any] | None = None) -> tuple[bool, bool]:
+    """(class head trained, count head trained) from config.json weights (else the experiment name)."""
+    if config and "cls_weight" in config and "lambda_cnt" in config:
+        return float(config["cls_weight"]) > 0, float(config["lambda_cnt"]) > 0
+    exp = (config or {}).get("experiment") or (metrics or {}).get("experiment") or "multitask"
+    return exp != "regression", exp != "classification"
+
+
+def eval_set_name(config: Mapping[str, Any] | None) -> str:
+    """What the per-epoch `val_*` columns measure: the validation images, or (holdout > 0, the honest protocol)
+    the held-out training images that select the epoch."""
+    n = int((config or {}).get("holdout") or 0)
+    return f"held-out ({n} train images)" if n else "validation"
+
+
+def true_counts(preds: Mapping[str, np.ndarray]) -> np.ndarray:
+    return np.stack([preds[t] for t in labels.TYPES], axis=1).astype(float)
+
+
+def pred_counts(preds: Mapping[str, np.ndarray]) -> np.ndarray:
+    return np.stack([preds[c] for c in PRED_TYPE_COLS], axis=1).astype(float)
+
+
+def effective_pred_class(preds: Mapping[str, np.ndarray], class_head: bool) -> np.ndarray:
+    """The class a run predicts: the class head's argmax, or for a run whose class head was not trained
+    (regression-only) the class decoded from its count head (labels.decode_counts; a missing count is 0)."""
+    if not class_head:
+        if "pred_class_from_counts" in preds:
+            return preds["pred_class_from_counts"]
+        if all(c in preds for c in PRED_TYPE_COLS):
+            counts = torch.from_numpy(np.nan_to_num(pred_counts(preds)))
+            return labels.decode_counts(counts).numpy().astype(np.int64)
+    return preds["pred_class"]
