@@ -50,6 +50,7 @@ def test_train_writes_every_file(trained):
         assert k in m, k
     assert set(m["rmse_per_type"]) == {"squares", "circles", "up", "right", "down", "left"}
     assert m["epochs"] == 2 and 1 <= m["best_epoch"] <= 2 and m["n_val"] == 8
+    assert m["precision"] == "fp32"  # the protocol recipe asks for fp32 on any CPU
     with open(trained / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and rows[0]["epoch"] == "1" and float(rows[0]["lr"]) == 1e-3

@@ -115,3 +115,12 @@ def test_audit_bad_options(capsys):
     assert main(["solve", "--node-limit", "0", "x.png"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(e.startswith("error: ") for e in err)
+
+
+def test_in_process_audit_keeps_the_callers_thread_count(synth_dir):
+    import torch
+
+    before = torch.get_num_threads()
+    assert main(["audit", "--data", str(synth_dir), "--split", "val", "--jobs", "1", "--no-cache",
+                 "--no-progress"]) == 0
+    assert torch.get_num_threads() == before

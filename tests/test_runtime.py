@@ -29,3 +29,20 @@ def test_configure_cpu_sets_threads_and_restores():
 def test_startup_is_claimed_once_per_process():
     runtime.claim_startup()
     assert runtime.claim_startup() is False
+
+
+@pytest.mark.parametrize("flags,native", [({"avx512f", "avx512_bf16"}, True), ({"amx_tile", "amx_bf16"}, True),
+                                          ({"avx512f", "avx512_vnni"}, False), ({"asimd", "bf16"}, True)])
+def test_bf16_only_where_the_cpu_has_it(monkeypatch, flags, native):
+    monkeypatch.setattr(runtime, "_native_cpu_bf16", None)
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
+    cpu = torch.device("cpu")
+    assert runtime.native_bf16(cpu) is native
+    assert runtime.use_bf16(True, cpu) is native and runtime.use_bf16(False, cpu) is False
+
+
+def test_bf16_measured_where_flags_are_unknown(monkeypatch):
+    monkeypatch.setattr(runtime, "_native_cpu_bf16", None)
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: None)
+    monkeypatch.setattr(runtime, "_bf16_gemm_faster", lambda: False)
+    assert runtime.use_bf16(True, torch.device("cpu")) is False

@@ -226,7 +226,8 @@ def run(args) -> dict:
     load_s = time.perf_counter() - t
     flops = model_flops_per_image()
     res: dict = {"threads": torch.get_num_threads(), "torch": str(torch.__version__), "steps": args.steps,
-                 "batch": args.batch_size, "dataset_load_s": load_s, "flops_per_image": flops}
+                 "batch": args.batch_size, "dataset_load_s": load_s, "flops_per_image": flops,
+                 "kernels": kernel_info()}
     res["gemm_peak_gflops"] = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
     res["startup"] = bench_startup(source)
     with tempfile.TemporaryDirectory() as tmp:
@@ -254,10 +255,22 @@ def run(args) -> dict:
     return res
 
 
+def kernel_info() -> dict:
+    """Which CPU kernels torch dispatches to here, and whether the recipes' bf16 runs as bf16 (native matrix
+    units: AVX512-BF16 or AMX) or falls back to fp32."""
+    flags = runtime.cpu_flags() or set()
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
+            "recipes_train_in": "bf16" if runtime.native_bf16(torch.device("cpu")) else "fp32"}
+
+
 def format_table(res: dict) -> str:
     peak = res["gemm_peak_gflops"]
+    k = res.get("kernels", {})
     lines = [
         f"threads {res['threads']}, torch {res['torch']}, batch {res['batch']}, {res['steps']} timed steps",
+        (f"kernels: {k.get('cpu_capability')}, AMX-BF16 {'yes' if k.get('amx_bf16') else 'no'}, AVX512-BF16 "
+         f"{'yes' if k.get('avx512_bf16') else 'no'}: recipes with bf16=true train in {k.get('recipes_train_in')}"),
         (f"GEMM peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s; "
          f"model: {res['flops_per_image']['train'] / 1e6:.0f} MFLOP per training image"),
         (f"{'pipeline':<22}{'img/s':>8}{'data':>8}{'fwd':>8}{'bwd':>8}{'opt':>8}  (ms/step){'GFLOP/s':>10}"

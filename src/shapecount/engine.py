@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from shapecount import augment, labels, synth
+from shapecount import augment, labels, runtime, synth
 from shapecount.losses import multitask_loss
 from shapecount.metrics import compute_metrics
 
@@ -54,6 +54,7 @@ def set_deterministic(on: bool, device: torch.device) -> None:
 
 
 def autocast(device: torch.device, bf16: bool):
+    """bf16 autocast when asked (callers decide with `runtime.use_bf16`; the benchmark times both)."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
@@ -105,6 +106,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
     model.train()
     spec = augment.AugmentSpec.from_config(cfg)
     idx, is_aug = epoch_indices(len(images), cfg.aug_copies, gen)
+    bf16 = runtime.use_bf16(cfg.bf16, device)  # fp32 where the device has no native bf16
     sums = {"loss": 0.0, "loss_cls": 0.0, "loss_cnt": 0.0}
     seen = 0
     t0 = time.perf_counter()
@@ -125,7 +127,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
         # The class is recomputed from the (possibly permuted) counts: it must move with the image.
         y_cls = labels.counts_to_class_batch(y_cnt)
         lr = optimizer.param_groups[0]["lr"]
-        with autocast(device, cfg.bf16):
+        with autocast(device, bf16):
             log_probs, pred_counts = model(x)
         losses = multitask_loss(log_probs, pred_counts, y_cls, y_cnt, cfg.cls_weight, cfg.lambda_cnt)
         if not torch.isfinite(losses["loss"]):
@@ -180,7 +182,8 @@ def evaluate(model: nn.Module, images: torch.Tensor, counts: torch.Tensor, cfg, 
     """Losses and all metrics on a labelled set, plus the raw outputs under key 'outputs'."""
     classes = labels.counts_to_class_batch(counts)
     t0 = time.perf_counter()
-    log_probs, pred_counts = predict(model, images, device, cfg.eval_batch_size, tta=tta, bf16=cfg.bf16)
+    log_probs, pred_counts = predict(model, images, device, cfg.eval_batch_size, tta=tta,
+                                     bf16=runtime.use_bf16(cfg.bf16, device))
     seconds = time.perf_counter() - t0
     losses = multitask_loss(log_probs, pred_counts, classes, counts, cfg.cls_weight, cfg.lambda_cnt)
     out: dict[str, object] = {k: float(v) for k, v in losses.items()}

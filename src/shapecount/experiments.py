@@ -128,7 +128,11 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
     fileio.write_text(out / "model.txt", describe(model))
     state = saved["state"] if saved else None
     start = f", resuming after epoch {state['epoch']}" if state else ""
-    log(f"[{cfg.experiment}] {len(train)} train / {len(val)} val images on {device}; "
+    precision = "bf16" if runtime.use_bf16(cfg.bf16, device) else "fp32"
+    if cfg.bf16 and precision == "fp32":
+        log(f"[{cfg.experiment}] bf16 requested, but {device} has no native bf16 (no AVX512-BF16 or AMX): "
+            "training in fp32, which is faster there")
+    log(f"[{cfg.experiment}] {len(train)} train / {len(val)} val images on {device} in {precision}; "
         f"cls_weight={cfg.cls_weight} lambda_cnt={cfg.lambda_cnt}; up to {cfg.epochs} epochs, "
         f"patience {cfg.patience} on {cfg.resolved_monitor()}"
         f"{f' of {len(select)} held-out training images' if cfg.holdout else ''}{start}")
@@ -151,7 +155,7 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
                             f"{out / RESUME_FILE}") from None
     extra = {"epochs": result["epochs"], "best_epoch": result["best_epoch"], "monitor": result["monitor"],
              "n_train": len(train), "selected_on": f"holdout ({len(select)} training images)" if cfg.holdout
-             else "validation", **cpu}
+             else "validation", "precision": precision, **cpu}
     if result["first_step_unix"] is not None and saved is None and runtime.claim_startup():
         # Only the first training of a fresh process measures start-up (import, data load, model, first step).
         extra["first_step_unix"] = result["first_step_unix"]

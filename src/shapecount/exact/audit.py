@@ -45,10 +45,11 @@ def row_of(name: str, label: int, d: Decoding, ms: float) -> dict:
 _WORKER: dict = {}
 
 
-def _init_worker(images: np.ndarray, node_limit: int) -> None:
-    import torch
+def _init_worker(images: np.ndarray, node_limit: int, worker_process: bool = True) -> None:
+    if worker_process:  # one process per core: the geometry tables need no torch threads of their own
+        import torch
 
-    torch.set_num_threads(1)  # geometry tables use torch once; one process per core does the rest
+        torch.set_num_threads(1)
     _WORKER["images"] = images
     _WORKER["decoder"] = Decoder(node_limit=node_limit)
     _WORKER["decoder"].warm_up()
@@ -75,7 +76,7 @@ def decode_images(images: np.ndarray, jobs: int = 1, node_limit: int = DEFAULT_N
     bar = tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False)
     try:
         if jobs <= 1:
-            _init_worker(images, node_limit)
+            _init_worker(images, node_limit, worker_process=False)  # leaves the caller's threads alone
             for c in chunks:
                 for i, d, ms in _decode_chunk(c):
                     results[i] = (d, ms)

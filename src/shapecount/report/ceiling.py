@@ -24,6 +24,7 @@ GALLERY = "decidable_errors.png"
 # One colour per shape type (labels.TYPES order) for the witness outlines.
 TYPE_COLOURS = ((0.89, 0.10, 0.11), (0.22, 0.49, 0.72), (0.30, 0.69, 0.29), (0.60, 0.31, 0.64),
                 (1.00, 0.50, 0.00), (0.65, 0.34, 0.16))
+COLOUR_NAMES = ("red", "blue", "green", "purple", "orange", "brown")
 
 
 def load_audit(out: Path) -> dict[str, Any] | None:
@@ -79,7 +80,11 @@ def summary_line(audit: dict[str, Any]) -> str:
 
 def ceiling_table(runs: list[Run], rows: list[dict], audit: dict[str, Any]) -> list[str]:
     s = audit["summary"]
-    body = [["exact decoding, MAP (ceiling)", fmt(s["map_accuracy"]), "1.000", "n/a", "n/a", "n/a"]]
+    amb = [r for r in audit["rows"].values() if not decidable(r)]
+    amb_ok = sum(1 for r in amb if r["feasible"] and max(sorted(r["feasible"], key=int),
+                                                         key=lambda k: r["feasible"][k]["p"]) == str(r["label"]))
+    body = [["exact decoding, MAP (ceiling)", fmt(s["map_accuracy"]), "1.000",
+             fmt(amb_ok / len(amb)) if amb else "n/a", "0", str(len(amb) - amb_ok)]]
     for r, row in zip(runs, rows):
         sp = split_accuracy(r, audit)
         if sp is None or row["top1"] is None:
@@ -94,11 +99,11 @@ def ceiling_table(runs: list[Run], rows: list[dict], audit: dict[str, Any]) -> l
             ("Decidable: the exact decoder finds exactly one class that can draw the image under the generator's "
              "rules, so an error there is avoidable; on ambiguous images (two same-type shapes on one anchor "
              "cancel, so the hidden pair could be of either type) even the ceiling guesses. The ceiling row's "
-             "decidable accuracy is 1 by definition."), ""]
+             "decidable accuracy is 1 by definition; on the ambiguous images it takes the most probable class."), ""]
 
 
-def _witness_rgb(row: dict, cls: int) -> np.ndarray:
-    """The image (light gray ink) with each shape of the class's witness outlined in its type's colour."""
+def _witness_masks(row: dict, cls: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """The image (XOR of the witness shapes) and each witness shape's type and pixel mask."""
     import torch
 
     from shapecount import synth
@@ -106,17 +111,10 @@ def _witness_rgb(row: dict, cls: int) -> np.ndarray:
     shapes = [w.rsplit("@", 1) for w in row["feasible"][str(cls)]["witness"]]
     kinds = [L.TYPE_SINGULAR.index(t) for t, _ in shapes]
     anchors = [tuple(int(v) for v in a.split(",")) for _, a in shapes]
-    rgb = np.zeros((28, 28, 3))
     if not kinds:
-        return rgb
+        return np.zeros((28, 28), dtype=bool), []
     masks = synth.draw(torch.tensor(kinds).view(-1, 1), torch.tensor(anchors).view(-1, 1, 2)).numpy() > 0
-    ink = np.logical_xor.reduce(masks, axis=0)
-    rgb[ink] = 0.55
-    for t, m in zip(kinds, masks):
-        inner = m.copy()
-        inner[1:-1, 1:-1] = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
-        rgb[m & ~inner] = TYPE_COLOURS[t]
-    return rgb
+    return np.logical_xor.reduce(masks, axis=0), list(zip(kinds, masks))
 
 
 def plot_decidable_errors(run: Run, audit: dict[str, Any], path: Path, k: int = 12) -> Path | None:
@@ -134,9 +132,14 @@ def plot_decidable_errors(run: Run, audit: dict[str, Any], path: Path, k: int = 
     for ax in axes.flat:
         ax.axis("off")
     for ax, (name, t, q) in zip(axes.flat, wrong):
-        ax.imshow(_witness_rgb(audit["rows"][name], t), interpolation="nearest")
+        ink, shapes = _witness_masks(audit["rows"][name], t)
+        ax.imshow(ink, cmap="gray", vmin=0, vmax=1.6, interpolation="nearest")
+        for kind, m in shapes:  # each shape's outline between pixels, so the ink stays readable
+            ax.contour(m.astype(float), levels=[0.5], colors=[TYPE_COLOURS[kind]], linewidths=1.2)
         ax.set_title(f"{name}\ntrue {L.class_name(t)}\npred {L.class_name(q)}", fontsize=6)
-    fig.suptitle(f"{run.label}: decidable images it gets wrong (witness outlined, colour = type)", fontsize=8)
+    key = ", ".join(f"{n} {c}" for n, c in zip(L.TYPE_PLURAL, COLOUR_NAMES))
+    fig.suptitle(f"{run.label}: decidable images it gets wrong, with the witness of the true class outlined "
+                 f"({key})", fontsize=8)
     return plots.save_figure(fig, path)
 
 
