@@ -35,6 +35,7 @@ TIMEOUT = 5.0  # the client's socket timeout: generous, so a busy machine does n
 STALL_TIMEOUT = 0.5  # the timeout where the server stalls on purpose
 RETRIES = 2  # so 3 attempts at most
 BACKOFF = 0.01
+DEADLINE = 1.0  # one attempt's overall deadline here; the trickling handler would take far longer
 STALL_S = 10.0  # how long a stalling handler waits: far past STALL_TIMEOUT
 N_IMAGES = 40
 
@@ -126,6 +127,12 @@ class FaultServer:
                 h.wfile.write(body[:100])
                 h.wfile.flush()
                 self.stop.wait(STALL_S)
+            elif kind == "trickle":  # a byte at a time, each well within the socket timeout
+                for i in range(len(body)):
+                    if self.stop.wait(0.02):
+                        break
+                    h.wfile.write(body[i:i + 1])
+                    h.wfile.flush()
             elif kind == "drop":
                 h.wfile.write(body[: len(body) // 3])
             else:  # ok, garbage, html
@@ -153,7 +160,7 @@ def fault_server(zip_bytes: bytes) -> Iterator[FaultServer]:
 def fast_cli(monkeypatch: pytest.MonkeyPatch, timeout: float) -> None:
     """The CLI's load_gsn with this file's small timeout, retries and backoff."""
     monkeypatch.setattr(D, "load_gsn", functools.partial(D.load_gsn, timeout=timeout, retries=RETRIES,
-                                                         backoff=BACKOFF))
+                                                         backoff=BACKOFF, deadline=DEADLINE))
 
 
 def files_in(folder: Path) -> list[Path]:
@@ -194,6 +201,7 @@ FAULTS = [
     ("/chunked.zip", "chunked-drop", ["IncompleteRead", f"after {RETRIES + 1} attempts"], RETRIES + 1),
     ("/stall-body.zip", "stall-body", ["timed out", f"after {RETRIES + 1} attempts"], RETRIES + 1),
     ("/stall-headers.zip", "stall-headers", ["timed out", f"after {RETRIES + 1} attempts"], RETRIES + 1),
+    ("/trickle.zip", "trickle", ["too slow", f"after {RETRIES + 1} attempts"], RETRIES + 1),
     ("/garbage.zip", "garbage", ["did not return a zip file"], 1),
     ("/page.html", "html", ["did not return a zip file", "<!DOCTYPE html>"], 1),
     ("/multidisk.zip", "multidisk", ["did not return a zip file", "PK"], 1),

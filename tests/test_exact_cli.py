@@ -124,3 +124,4 @@ def test_in_process_audit_keeps_the_callers_thread_count(synth_dir):
     assert main(["audit", "--data", str(synth_dir), "--split", "val", "--jobs", "1", "--no-cache",
                  "--no-progress"]) == 0
     assert torch.get_num_threads() == before
+

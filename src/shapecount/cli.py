@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("labels", help="print the 135-class label table (Markdown)")
 
+    ca = sub.add_parser("cache", help="list or clean the cache folder ($SHAPECOUNT_CACHE)")
+    csub = ca.add_subparsers(dest="cache_command", required=True, parser_class=_Parser)
+    csub.add_parser("list", help="files in the cache, their sizes and kinds")
+    cc = csub.add_parser("clean", help="remove decoded arrays and audits (rebuilt on demand); downloads stay")
+    cc.add_argument("--all", action="store_true", help="remove downloaded zips too")
+
     c = sub.add_parser("config", help="print the resolved config as JSON")
     _config_args(c)
 
@@ -200,6 +206,17 @@ def cmd_labels(args) -> int:
     for k in range(labels.NUM_CLASSES):
         c = labels.class_to_counts(k)
         print(f"| {k} | {labels.class_to_pair(k)} | {labels.class_name(k)} | " + " | ".join(map(str, c)) + " |")
+    return 0
+
+
+def cmd_cache(args) -> int:
+    from shapecount.data import housekeeping
+
+    if args.cache_command == "list":
+        print(housekeeping.list_cache())
+    else:
+        n, size = housekeeping.clean_cache(everything=args.all)
+        print(f"removed {n} files ({size / 1e6:.1f} MB) from {housekeeping.cache_dir()}")
     return 0
 
 
@@ -352,7 +369,7 @@ def cmd_bench(args) -> int:
     return bench.main(args)
 
 
-COMMANDS = {"check": cmd_check, "audit": cmd_audit, "solve": cmd_solve, "ablation": cmd_ablation,
+COMMANDS = {"check": cmd_check, "cache": cmd_cache, "audit": cmd_audit, "solve": cmd_solve, "ablation": cmd_ablation,
             "decode": cmd_decode, "synth": cmd_synth, "report": cmd_report, "bench": cmd_bench, "eda": cmd_eda, "labels": cmd_labels, "config": cmd_config,
             "train": cmd_train,
             "evaluate": cmd_evaluate, "predict": cmd_predict, "reproduce": cmd_reproduce}

@@ -20,7 +20,7 @@ from shapecount import labels as L
 from shapecount.data import sources as S
 from shapecount.data import validation as V
 from shapecount.data.dataset import GSNData
-from shapecount.data.downloader import download
+from shapecount.data.downloader import DOWNLOAD_DEADLINE, download
 from shapecount.errors import DataError
 from shapecount.fileio import atomic_write
 
@@ -114,12 +114,14 @@ def _make(images: np.ndarray, counts: np.ndarray, names: list[str], **meta: Any)
 
 
 def load_gsn(source: str | os.PathLike[str] | None = None, *, cache: bool = True, progress: bool = True,
-             timeout: float = 30.0, retries: int = 3, backoff: float = 1.0) -> GSNData:
+             timeout: float = 30.0, retries: int = 3, backoff: float = 1.0,
+             deadline: float = DOWNLOAD_DEADLINE) -> GSNData:
     """Load (and validate) a GSN source (see `shapecount.data` for what a source is). `cache=False` neither
     reads nor writes the decoded-array cache (a URL is still downloaded into the cache dir).
-    timeout/retries/backoff: downloads."""
+    timeout/retries/backoff/deadline: downloads (see `downloader.download`)."""
     name = S.resolve_source(source)
-    options = {"timeout": timeout, "retries": retries, "backoff": backoff, "progress": progress}
+    options = {"timeout": timeout, "retries": retries, "backoff": backoff, "deadline": deadline,
+               "progress": progress}
     kind, path = _locate(name, options)
     src: S.Source | None = None
     if kind == "zip":

@@ -24,6 +24,11 @@ _FIX_URL = (f"check the URL and the network, or download the zip elsewhere and p
             "or --data at the local .zip or directory")
 
 
+# Seconds one attempt may take in all: the socket timeout only bounds each read, so a server that trickles a
+# few bytes at a time would otherwise hold the download forever. The official zip takes seconds.
+DOWNLOAD_DEADLINE = 600.0
+
+
 class _IncompleteDownload(Exception):
     pass
 
@@ -62,8 +67,8 @@ def _unlink(*paths: Path) -> None:
             pass
 
 
-def _fetch(url: str, folder: Path, timeout: float, progress: bool) -> Path:
-    """One attempt: stream `url` to a temp file in `folder` (deleted on any failure)."""
+def _fetch(url: str, folder: Path, timeout: float, progress: bool, deadline: float = DOWNLOAD_DEADLINE) -> Path:
+    """One attempt: stream `url` to a temp file in `folder` (deleted on any failure), within `deadline` s."""
     from shapecount import __version__
 
     req = urllib.request.Request(url, headers={"User-Agent": f"shapecount/{__version__}"})
@@ -72,6 +77,7 @@ def _fetch(url: str, folder: Path, timeout: float, progress: bool) -> Path:
     except OSError as e:  # not a network error: no retry
         raise _cache_error(folder, e) from None
     tmp = Path(tmp_name)
+    end = time.monotonic() + deadline
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(req, timeout=timeout) as resp:
             length = resp.headers.get("Content-Length", "")
@@ -79,13 +85,16 @@ def _fetch(url: str, folder: Path, timeout: float, progress: bool) -> Path:
             got = 0
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False,
                       desc=f"downloading {url.rsplit('/', 1)[-1]}", disable=not progress) as bar:
-                while chunk := resp.read(1 << 16):
+                while chunk := resp.read1(1 << 16):  # what has arrived: the deadline is checked often
                     try:
                         out.write(chunk)
                     except OSError as e:  # e.g. disk full: not a network error, no retry
                         raise _cache_error(folder, e) from None
                     got += len(chunk)
                     bar.update(len(chunk))
+                    if time.monotonic() > end:
+                        raise _IncompleteDownload(f"too slow: {got} bytes in {deadline:g} s, the deadline of one "
+                                                  "attempt")
             # urllib returns a short body silently when the server hangs up early; Content-Length tells.
             if total is not None and got != total:
                 raise _IncompleteDownload(f"connection closed after {got} of {total} bytes")
@@ -115,7 +124,7 @@ def _describe(err: BaseException) -> str:
 
 
 def download(url: str, *, timeout: float = 30.0, retries: int = 3, backoff: float = 1.0,
-             progress: bool = True) -> Path:
+             progress: bool = True, deadline: float = DOWNLOAD_DEADLINE) -> Path:
     """Download a zip once into the cache dir; later calls reuse it (checked against its sha256 sidecar).
 
     Up to `retries` retries after network errors, waiting backoff * 1, 2, 4 ... seconds. The file appears
@@ -133,7 +142,7 @@ def download(url: str, *, timeout: float = 30.0, retries: int = 3, backoff: floa
         if attempt:
             time.sleep(backoff * 2 ** (attempt - 1))
         try:
-            tmp = _fetch(url, dest.parent, timeout, progress)
+            tmp = _fetch(url, dest.parent, timeout, progress, deadline)
             break
         except ValueError as e:  # urllib: malformed URL
             raise DataError(url, f"is not a valid URL: {one_line(e)}", _FIX_URL) from None
