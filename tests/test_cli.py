@@ -179,6 +179,7 @@ def test_holdout_selects_on_training_images_and_reports_on_validation(tiny, tmp_
                  "--set", "batch_size=16", "--out", str(out), "--no-progress"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["n_train"] == 72 - 16 and m["n_val"] == 8 and m["selected_on"] == "holdout (16 training images)"
+    assert "holdout_top1" in (out / "history.csv").read_text().splitlines()[0]
     assert "of 16 held-out training images" in capsys.readouterr().err
     assert main(["train", "--data", str(tiny), "--set", "holdout=72", "--out", str(tmp_path / "bad"),
                  "--no-progress"]) == 2

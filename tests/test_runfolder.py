@@ -43,6 +43,10 @@ def test_history_and_metrics_round_trip(tmp_path: Path) -> None:
     runfolder.write_history(tmp_path, rows)
     hist = runfolder.load_history(tmp_path)
     assert list(hist) == runfolder.HISTORY_COLUMNS and hist["epoch"].tolist() == [1, 2]
+    runfolder.write_history(tmp_path, rows, held_out=True)  # measured on held-out images: named so
+    header = (tmp_path / "history.csv").read_text().splitlines()[0].split(",")
+    assert "holdout_top1" in header and not any(c.startswith("val_") for c in header)
+    assert runfolder.load_history(tmp_path)["val_top1"].tolist() == [1.0, 2.0]
     runfolder.write_metrics(tmp_path, {"rmse": math.nan, "per_type": [1.0, math.inf], "threads": 2})
     assert runfolder.load_json(tmp_path / "metrics.json") == {"rmse": None, "per_type": [1.0, None], "threads": 2}
     assert runfolder.load_json(tmp_path / "missing.json") is None

@@ -140,7 +140,7 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
 
     def on_epoch(row: dict, capture) -> None:
         history.append(row)
-        runfolder.write_history(out, history)
+        runfolder.write_history(out, history, held_out=cfg.holdout > 0)
         save_resume_state(out, cfg, capture(), time.perf_counter() - t0)
         mark = " *" if row["improved"] else ""
         log(f"[{cfg.experiment}] epoch {row['epoch']:3d}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "

@@ -51,10 +51,21 @@ def write_metrics(run_dir: Path, metrics: dict) -> Path:
     return fileio.write_json(Path(run_dir) / "metrics.json", json_safe(metrics))
 
 
-def write_history(run_dir: Path, rows: list[dict]) -> Path:
-    """history.csv from the per-epoch dicts of engine.fit, rewritten whole (atomically) after every epoch, so
-    an interrupted run keeps the epochs done so far."""
-    return fileio.write_csv(Path(run_dir) / "history.csv", HISTORY_COLUMNS,
+HELD_OUT_PREFIX = "holdout_"
+
+
+def history_header(held_out: bool) -> list[str]:
+    """history.csv's columns: the per-epoch evaluation is on the validation images (`val_*`) or, when the run
+    selects its epoch on held-out training images, on those (`holdout_*`): each column says which it is."""
+    if not held_out:
+        return list(HISTORY_COLUMNS)
+    return [HELD_OUT_PREFIX + c[len("val_"):] if c.startswith("val_") else c for c in HISTORY_COLUMNS]
+
+
+def write_history(run_dir: Path, rows: list[dict], held_out: bool = False) -> Path:
+    """history.csv from the per-epoch dicts of engine.fit (keys as in HISTORY_COLUMNS), rewritten whole
+    (atomically) after every epoch, so an interrupted run keeps the epochs done so far."""
+    return fileio.write_csv(Path(run_dir) / "history.csv", history_header(held_out),
                             [[r[c] for c in HISTORY_COLUMNS] for r in rows])
 
 
@@ -94,9 +105,12 @@ def _read_columns(path: Path) -> dict[str, list[str]]:
 
 
 def load_history(run_dir: Path) -> dict[str, np.ndarray]:
-    """history.csv as column name -> float array (an empty or unparsable cell is NaN)."""
+    """history.csv as column name -> float array (an empty or unparsable cell is NaN). The per-epoch
+    evaluation columns come back under their `val_*` names whichever images they were measured on
+    (`holdout_*` in the file): readers learn which from the config (`eval_set_name`)."""
     cols = _read_columns(Path(run_dir) / "history.csv")
-    return {k: np.array([_to_float(v) for v in vals], dtype=float) for k, vals in cols.items()}
+    return {("val_" + k[len(HELD_OUT_PREFIX):] if k.startswith(HELD_OUT_PREFIX) else k):
+            np.array([_to_float(v) for v in vals], dtype=float) for k, vals in cols.items()}
 
 
 def load_predictions(run_dir: Path) -> dict[str, np.ndarray]:
