@@ -40,6 +40,12 @@ def row_of(name: str, label: int, d: Decoding, ms: float) -> dict:
                          for k in d.classes}}
 
 
+def map_class(row: dict) -> str | None:
+    """The most probable feasible class of an audit record (as its string id; ties: lowest id), else None."""
+    f = row["feasible"]
+    return max(sorted(f, key=int), key=lambda k: f[k]["p"]) if f else None
+
+
 # ---- worker processes -----------------------------------------------------------------------------------
 
 _WORKER: dict = {}
@@ -133,11 +139,7 @@ def summarize(rows: list[dict], seconds: float, jobs: int, node_limit: int, spli
     label_ok = [str(r["label"]) in r["feasible"] for r in decided]
     infeasible = [r for r, ok in zip(decided, label_ok) if not ok]
     maxp = [max((v["p"] for v in r["feasible"].values()), default=0.0) for r in decided]
-    map_ok = []
-    for r in decided:
-        f = r["feasible"]
-        best = max(sorted(f, key=int), key=lambda k: f[k]["p"]) if f else None
-        map_ok.append(best == str(r["label"]))
+    map_ok = [map_class(r) == str(r["label"]) for r in decided]
     ms = np.array([r["ms"] for r in rows]) if rows else np.zeros(1)
     return {
         "split": split, "n_images": n,
@@ -192,7 +194,7 @@ def csv_rows(rows: list[dict]):
     for r in rows:
         f = r["feasible"]
         lab = str(r["label"])
-        best = max(sorted(f, key=int), key=lambda k: f[k]["p"]) if f else None
+        best = map_class(r)
         yield [r["name"], L.class_name(r["label"]), ";".join(L.class_name(int(k)) for k in sorted(f, key=int)),
                len(f), round(f[lab]["p"], 6) if lab in f else 0.0, L.class_name(int(best)) if best else "",
                int(r["unknown"]), int(lab in f),

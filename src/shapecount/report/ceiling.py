@@ -15,6 +15,7 @@ import numpy as np
 
 from shapecount import fileio
 from shapecount import labels as L
+from shapecount.exact.audit import map_class
 from shapecount.mdtable import md_table
 from shapecount.report.runs import Run
 from shapecount.report.tables import fmt
@@ -81,8 +82,7 @@ def summary_line(audit: dict[str, Any]) -> str:
 def ceiling_table(runs: list[Run], rows: list[dict], audit: dict[str, Any]) -> list[str]:
     s = audit["summary"]
     amb = [r for r in audit["rows"].values() if not decidable(r)]
-    amb_ok = sum(1 for r in amb if r["feasible"] and max(sorted(r["feasible"], key=int),
-                                                         key=lambda k: r["feasible"][k]["p"]) == str(r["label"]))
+    amb_ok = sum(1 for r in amb if map_class(r) == str(r["label"]))
     body = [["exact decoding, MAP (ceiling)", fmt(s["map_accuracy"]), "1.000",
              fmt(amb_ok / len(amb)) if amb else "n/a", "0", str(len(amb) - amb_ok)]]
     for r, row in zip(runs, rows):
