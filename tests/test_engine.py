@@ -1,4 +1,5 @@
 import itertools
+import math
 
 import torch
 
@@ -106,3 +107,34 @@ def test_warmup_is_capped_below_a_short_run():
     cfg = make_config("multitask", "fast", {"epochs": 2})
     lrs = _lr_trace(cfg, steps_per_epoch=5)
     assert lrs[4] == 1.0 and lrs[-1] < 0.2
+
+
+def test_fp16_with_a_gradient_scaler_trains(tmp_path, monkeypatch):
+    """A GPU without bf16 (e.g. a T4) trains in fp16 with loss scaling; the same code path runs here on the CPU
+    when the device is made to look like one."""
+    from conftest import write_gsn_dir
+    from shapecount import experiments, runtime
+    from shapecount.config import make_config
+    from shapecount.data import load_gsn
+
+    monkeypatch.setattr(runtime, "amp_dtype", lambda requested, device: torch.float16 if requested else None)
+    cfg = make_config("multitask", "protocol", {"epochs": 2, "batch_size": 16, "tta": False, "bf16": True})
+    assert engine.make_scaler(cfg, torch.device("cpu")) is not None
+    m = experiments.run_experiment(cfg, load_gsn(str(write_gsn_dir(tmp_path / "gsn", n=45)), progress=False),
+                                   tmp_path / "r", progress=False)
+    assert m["precision"] == "fp16" and math.isfinite(m["loss"]) and math.isfinite(m["rmse"])
+    h = (tmp_path / "r" / "history.csv").read_text().splitlines()
+    assert len(h) == 3 and all(math.isfinite(float(v)) for v in h[2].split(",")[1:5])
+
+
+def test_precision_per_device(monkeypatch):
+    from shapecount import runtime
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: device.type == "cpu")
+    assert runtime.amp_dtype(True, cpu) == torch.bfloat16 and runtime.amp_dtype(False, cpu) is None
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: False)
+    assert runtime.amp_dtype(True, gpu) == torch.float16  # a GPU without bf16 units: fp16 (+ loss scaling)
+    assert runtime.amp_dtype(True, cpu) is None  # a CPU without it: fp32 is faster
+    assert runtime.amp_dtype(False, gpu) is None
+    assert [runtime.precision_name(d) for d in (torch.bfloat16, torch.float16, None)] == ["bf16", "fp16", "fp32"]

@@ -331,3 +331,24 @@ def test_markdown_to_html_page(tmp_path: Path) -> None:
     assert "Not available: <code>b.png</code> is missing." in body
     assert "&lt;code&gt; &amp; stays" in body
     assert '<nav class="toc"><strong>Contents</strong><ol><li><a href="#1-one">One</a></li></ol></nav>' in body
+
+
+def test_time_to_accuracy_from_history(tmp_path: Path) -> None:
+    from shapecount.report.analysis import time_to_accuracy
+    from shapecount.report.runs import Run
+
+    hist = {"epoch": np.array([1, 2, 3]), "seconds": np.array([60.0, 60.0, 90.0]),
+            "val_top1": np.array([0.3, 0.55, 0.85])}
+    run = Run("m", tmp_path, "m", config={"cls_weight": 1.0, "lambda_cnt": 5.0}, history=hist)
+    t = time_to_accuracy(run)
+    assert t[0.521] == 120.0 and t[0.80] == 210.0 and t[0.90] is None
+    regression = Run("r", tmp_path, "r", config={"cls_weight": 0.0, "lambda_cnt": 1.0}, history=hist)
+    assert time_to_accuracy(regression) is None  # no class head: no top-1 to time
+
+
+def test_report_has_time_to_accuracy(tmp_path: Path) -> None:
+    make_reproduce(tmp_path)
+    md, _ = report.write_report(tmp_path, make_plots=False)
+    text = md.read_text()
+    assert "### Time to accuracy" in text and "| run | top-1 0.521 | top-1 0.8 | top-1 0.9 |" in text
+    assert (tmp_path / report.COMPARISON_DIR / "time_to_accuracy.png").is_file()

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from conftest import write_gsn_dir
-from shapecount import engine, experiments
+from helpers.interrupt import run_interrupted
+from shapecount import experiments
 from shapecount.cli import main
 from shapecount.config import make_config
 from shapecount.data import load_gsn
@@ -65,19 +66,7 @@ def test_same_command_twice_is_identical(tiny, uninterrupted, tmp_path):
 
 def test_interrupt_then_resume_matches(tiny, uninterrupted, tmp_path, monkeypatch):
     data = load_gsn(str(tiny), progress=False)
-    real = engine.train_one_epoch
-    calls = {"n": 0}
-
-    def flaky(*a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 3:  # dies during epoch 3, like Ctrl-C or a crash
-            raise KeyboardInterrupt
-        return real(*a, **kw)
-
-    monkeypatch.setattr(engine, "train_one_epoch", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        experiments.run_experiment(cfg(), data, tmp_path / "r", progress=False)
-    monkeypatch.setattr(engine, "train_one_epoch", real)
+    run_interrupted(cfg(), data, tmp_path / "r", monkeypatch, epoch=3)  # dies in epoch 3, like Ctrl-C or a crash
     saved = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
     assert saved["state"]["epoch"] == 2 and len(history(tmp_path / "r")) == 2
     with pytest.raises(UserError, match="already holds a run"):
@@ -91,20 +80,11 @@ def test_synthetic_data_is_deterministic_and_resumable(tiny, tmp_path, monkeypat
     data = load_gsn(str(tiny), progress=False)
     conf = cfg(synth_per_epoch=24, epochs=3)
     experiments.run_experiment(conf, data, tmp_path / "a", progress=False)
-    real = engine.train_one_epoch
-    calls = {"n": 0}
 
-    def flaky(*a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        assert len(a[4]) == 54 + 24  # real training images + synthetic ones
-        return real(*a, **kw)
+    def check(args, kwargs):
+        assert len(args[4]) == 54 + 24  # real training images + synthetic ones
 
-    monkeypatch.setattr(engine, "train_one_epoch", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        experiments.run_experiment(conf, data, tmp_path / "r", progress=False)
-    monkeypatch.setattr(engine, "train_one_epoch", real)
+    run_interrupted(conf, data, tmp_path / "r", monkeypatch, epoch=2, check=check)
     experiments.run_experiment(conf, data, tmp_path / "r", progress=False, resume=True)
     same_run(tmp_path / "a", tmp_path / "r")
     experiments.run_experiment(cfg(epochs=3), data, tmp_path / "plain", progress=False)
@@ -113,17 +93,8 @@ def test_synthetic_data_is_deterministic_and_resumable(tiny, tmp_path, monkeypat
 
 def test_resume_rejects_other_config_and_broken_state(tiny, tmp_path, monkeypatch):
     data = load_gsn(str(tiny), progress=False)
-    real = engine.train_one_epoch
-
-    def once(*a, **kw):
-        monkeypatch.setattr(engine, "train_one_epoch", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt))
-        return real(*a, **kw)
-
-    monkeypatch.setattr(engine, "train_one_epoch", once)
-    with pytest.raises(KeyboardInterrupt):
-        experiments.run_experiment(cfg(), data, tmp_path / "r", progress=False)
-    monkeypatch.setattr(engine, "train_one_epoch", real)
-    with pytest.raises(UserError, match=r"different config \(lr: 0.001 -> 0.002"):
+    run_interrupted(cfg(), data, tmp_path / "r", monkeypatch, epoch=2)
+    with pytest.raises(UserError, match=r"different config or data \(lr: 0.001 -> 0.002"):
         experiments.run_experiment(cfg(lr=0.002), data, tmp_path / "r", progress=False, resume=True)
     last = tmp_path / "r" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])  # truncated: never trusted

@@ -76,17 +76,42 @@ def augment_batch(x: torch.Tensor, counts: torch.Tensor, spec: AugmentSpec,
     """Random label-aware augmentation of a batch; returns new tensors (inputs untouched).
 
     Randomness comes only from `gen` (on the CPU), so a run is reproducible whatever the device."""
+    x, counts, _ = augment_with_points(x, counts, None, spec, gen)
+    return x, counts
+
+
+def dihedral_points(points: torch.Tensor, k: int, flip: bool, side: int = 28) -> torch.Tensor:
+    """Shape points (..., 3) rows (type, row, col) moved as `dihedral(image, k, flip)` moves the image: the
+    coordinates follow the pixel they mark and the type is permuted like the counts (type < 0 stays)."""
+    t, r, c = points.unbind(-1)
+    if flip:
+        c = side - 1 - c
+    for _ in range(k % 4):  # rot90 counter-clockwise: the pixel at (r, c) moves to (side - 1 - c, r)
+        r, c = side - 1 - c, r
+    perm = torch.tensor(labels.dihedral_perm(k, flip), dtype=t.dtype, device=t.device)
+    t = torch.where(t >= 0, perm[t.clamp(min=0).long()], t)
+    return torch.stack([t, r, c], -1)
+
+
+def augment_with_points(x: torch.Tensor, counts: torch.Tensor, points: torch.Tensor | None, spec: AugmentSpec,
+                        gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """augment_batch, plus shape points (N, K, 3) (type, row, col; synth.generate_with_points) that undergo
+    the same flips and quarter turns as their image (dihedral_points); the photometric transforms leave them
+    alone. Draws the same random numbers as augment_batch."""
     n = x.shape[0]
     if not spec.enabled or n == 0:
-        return x, counts
+        return x, counts, points
     chosen = _draw(spec, n, gen).to(x.device)
     x, counts = x.clone(), counts.clone()
+    points = points.clone() if points is not None else None
     col = {t: i for i, t in enumerate(TRANSFORMS)}
 
     def geometric(mask: torch.Tensor, k: int, flip: bool) -> None:
         if mask.any():
             x[mask] = dihedral(x[mask], k, flip)
             counts[mask] = labels.permute_counts(counts[mask], labels.dihedral_perm(k, flip))
+            if points is not None:
+                points[mask] = dihedral_points(points[mask], k, flip)
 
     geometric(chosen[:, col["hflip"]], 0, True)
     # A vertical flip is a horizontal flip followed by a half turn; labels.VFLIP is checked against that.
@@ -119,7 +144,7 @@ def augment_batch(x: torch.Tensor, counts: torch.Tensor, spec: AugmentSpec,
         box = ((rows >= top.view(-1, 1, 1)) & (rows < (top + size).view(-1, 1, 1))
                & (cols >= left.view(-1, 1, 1)) & (cols < (left + size).view(-1, 1, 1)))
         x = torch.where((box & m.view(-1, 1, 1)).unsqueeze(1), torch.zeros((), device=x.device), x)
-    return x, counts
+    return x, counts, points
 
 
 def tta_views(x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, list[int]]]:

@@ -192,11 +192,11 @@ def bench_ours(data, steps: int, batch: int, bf16: bool, compile_: bool) -> dict
 def bench_eval(data, bf16: bool, batch: int) -> dict:
     model = ShapeCountNet()
     val = data.images[-1000:]
-    engine.predict(model, val[:batch], torch.device("cpu"), batch, bf16=bf16)  # warm-up
+    engine.predict(model, val[:batch], torch.device("cpu"), batch, amp=bf16)  # warm-up
     best = float("inf")
     for _ in range(3):
         t = time.perf_counter()
-        engine.predict(model, val, torch.device("cpu"), batch, bf16=bf16)
+        engine.predict(model, val, torch.device("cpu"), batch, amp=bf16)
         best = min(best, time.perf_counter() - t)
     return {"seconds_1000": best, "images_per_s": len(val) / best, "batch": batch, "bf16": bf16}
 
@@ -215,6 +215,45 @@ def bench_startup(source: str) -> dict:
             return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
         m = json.loads(Path(tmp, "run", "metrics.json").read_text())
     return {"start_to_first_step_s": m["first_step_unix"] - t0, "import_to_first_step_s": m["startup_s"]}
+
+
+# How OpenMP threads wait at a barrier, compared under contention: environment settings of a fresh process
+# (libgomp reads them once, when torch loads it). shapecount's default is set in shapecount/__init__.py.
+WAIT_POLICIES = {
+    "spin 300k (OpenMP default)": {"GOMP_SPINCOUNT": "300000"},
+    "spin 10k (shapecount)": {},
+    "passive (no spin)": {"OMP_WAIT_POLICY": "PASSIVE"},
+}
+
+
+def _throughput_child(source: str, steps: int, batch: int, bf16: bool, policy: dict[str, str]) -> float:
+    """Training images/s of `bench_ours` in a fresh process with the given OpenMP environment."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(policy)
+    code = ("import json, sys; from shapecount import bench, runtime; from shapecount.data import load_gsn; "
+            "runtime.tune_allocator(); "
+            "r = bench.bench_ours(load_gsn(sys.argv[1], progress=False), int(sys.argv[2]), int(sys.argv[3]), "
+            "sys.argv[4] == 'bf16', False); print(json.dumps(r['images_per_s']))")
+    out = subprocess.run([sys.executable, "-c", code, source, str(steps), str(batch), "bf16" if bf16 else "fp32"],
+                         env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def bench_contention(source: str, steps: int, batch: int, bf16: bool) -> dict:
+    """Training throughput quiet and while one busy single-threaded process (a stand-in for whatever else runs
+    on a laptop) shares the cores, for each OpenMP wait policy; `share` = busy / quiet (a fair share of 2
+    cores against 1 busy thread is 50%)."""
+    out = {}
+    for name, policy in WAIT_POLICIES.items():
+        quiet = _throughput_child(source, steps, batch, bf16, policy)
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            busy = _throughput_child(source, steps, batch, bf16, policy)
+        finally:
+            hog.kill()
+            hog.wait()
+        out[name] = {"quiet": quiet, "busy": busy, "share": busy / quiet}
+    return out
 
 
 def run(args) -> dict:
@@ -250,6 +289,9 @@ def run(args) -> dict:
         r["fraction_of_peak"] = r["gflops"] / res["gemm_peak_gflops"][dtype]
         if "typical" in res:
             r["ratio_vs_typical"] = r["images_per_s"] / res["typical"]["images_per_s"]
+    if args.contention:
+        res["contention"] = bench_contention(str(source), args.steps, args.batch_size, runtime.native_bf16(
+            torch.device("cpu")))
     res["eval"] = {"fp32_b1000": bench_eval(data, False, 1000), "bf16_b250": bench_eval(data, True, 250),
                    "fp32_b250": bench_eval(data, False, 250)}
     return res
@@ -286,6 +328,9 @@ def format_table(res: dict) -> str:
                      f"{r.get('ratio_vs_typical', 1.0):>7.2f}")
     for name, e in res["eval"].items():
         lines.append(f"eval {name}: {e['seconds_1000']:.3f} s per 1000 images ({e['images_per_s']:.0f} img/s)")
+    for name, c in res.get("contention", {}).items():
+        lines.append(f"contention, wait policy {name}: quiet {c['quiet']:.0f} img/s, beside one busy process "
+                     f"{c['busy']:.0f} img/s = {100 * c['share']:.0f}% of quiet")
     lines.append(f"cached dataset load: {res['dataset_load_s']:.2f} s")
     st = res.get("startup", {})
     if "start_to_first_step_s" in st:

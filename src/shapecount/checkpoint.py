@@ -18,6 +18,15 @@ RESUME_FORMAT = "shapecount-resume-v1"
 RESUME_FILE = "last.pt"
 # Fields that may differ between an interrupted run and its resumption: they do not change the maths on CPU.
 RUNTIME_FIELDS = ("device", "threads")
+# The keys engine.capture_state writes; a resume state without them is not one this version can continue.
+STATE_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng_torch", "rng_gen", "stopper", "history")
+FIX_RESTART = "pass --force instead of --resume to start this run again from scratch"
+
+
+def nonfinite_tensors(state: dict) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold a NaN or an infinity."""
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def save_checkpoint(path: Path, model, optimizer, cfg: Config, epoch: int, metrics: dict) -> None:
@@ -30,7 +39,7 @@ def save_checkpoint(path: Path, model, optimizer, cfg: Config, epoch: int, metri
         "metrics": json_safe(metrics),
         "torch_version": str(torch.__version__),
     }
-    fileio.atomic_write(path, lambda p: torch.save(payload, p))
+    fileio.save_torch(path, payload)
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu"):
@@ -50,6 +59,10 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu"):
         cfg = config_from_dict(ckpt["config"])
     except Exception as e:  # noqa: BLE001
         raise UserError(path, f"checkpoint config does not fit this version: {e}", "retrain with this version") from None
+    bad = nonfinite_tensors(ckpt.get("model") or {})
+    if bad:
+        raise UserError(path, f"holds non-finite weights (NaN or Inf in {', '.join(bad[:3])})",
+                        "use another checkpoint or train again; these weights cannot give meaningful predictions")
     model = build_model(cfg)
     try:
         model.load_state_dict(ckpt["model"])
@@ -61,14 +74,17 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu"):
     return model.to(device).eval(), cfg, ckpt
 
 
-def save_resume_state(out: Path, cfg: Config, state: dict, elapsed_s: float) -> None:
-    """last.pt: the full training state after an epoch (engine.capture_state) and the run time so far."""
-    payload = {"format": RESUME_FORMAT, "config": cfg.to_dict(), "state": state, "elapsed_s": elapsed_s}
-    fileio.atomic_write(Path(out) / RESUME_FILE, lambda p: torch.save(payload, p))
+def save_resume_state(out: Path, cfg: Config, state: dict, elapsed_s: float, data_sha256: str = "") -> None:
+    """last.pt: the full training state after an epoch (engine.capture_state), the run time so far and the
+    hash of the dataset it trains on (a resume on other data is refused)."""
+    payload = {"format": RESUME_FORMAT, "config": cfg.to_dict(), "state": state, "elapsed_s": elapsed_s,
+               "data_sha256": data_sha256}
+    fileio.save_torch(Path(out) / RESUME_FILE, payload)
 
 
-def load_resume_state(out: Path, cfg: Config) -> dict | None:
-    """The state saved after the last complete epoch of an interrupted run in `out`, checked against cfg."""
+def load_resume_state(out: Path, cfg: Config, data_sha256: str = "") -> dict | None:
+    """The state saved after the last complete epoch of an interrupted run in `out`, checked against cfg and
+    the data: a damaged file, another config or other data is a one-line error that lists what differs."""
     path = Path(out) / RESUME_FILE
     if not path.is_file():
         return None
@@ -76,13 +92,23 @@ def load_resume_state(out: Path, cfg: Config) -> dict | None:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file must not be trusted
         raise UserError(path, f"cannot be read ({type(e).__name__}): not a complete resume checkpoint",
-                        "delete it to start the run again from scratch") from None
+                        FIX_RESTART) from None
     if not isinstance(saved, dict) or saved.get("format") != RESUME_FORMAT:
-        raise UserError(path, "is not a shapecount resume checkpoint", "delete it, or choose another --out")
+        raise UserError(path, "is not a shapecount resume checkpoint", f"{FIX_RESTART}, or choose another --out")
+    state = saved.get("state")
+    if (not isinstance(state, dict) or any(k not in state for k in STATE_KEYS)
+            or not isinstance(state["model"], dict) or not isinstance(saved.get("config"), dict)):
+        raise UserError(path, "is incomplete (training state keys missing)", FIX_RESTART)
+    bad = nonfinite_tensors(state["model"])
+    if bad:
+        raise UserError(path, f"holds non-finite weights (NaN or Inf in {', '.join(bad[:3])})", FIX_RESTART)
     old, new = dict(saved["config"]), cfg.to_dict()
     diff = [k for k in new if k not in RUNTIME_FIELDS and old.get(k, new[k]) != new[k]]
-    if diff:
-        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff[:4])
-        raise UserError(out, f"--resume with a different config ({shown})",
-                        "resume with the options of the interrupted run, or start a new --out")
+    shown = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff]
+    old_data = saved.get("data_sha256") or ""
+    if old_data and data_sha256 and old_data != data_sha256:
+        shown.append(f"data: {old_data[:12]} -> {data_sha256[:12]}")
+    if shown:
+        raise UserError(out, f"--resume with a different config or data ({'; '.join(shown)})",
+                        f"resume with the options and data of the interrupted run, or {FIX_RESTART}")
     return saved

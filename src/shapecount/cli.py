@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -125,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--compile", action="store_true", help="also time torch.compile (slow first steps)")
     b.add_argument("--dtype", choices=("fp32", "bf16", "both"), default="both", help="training dtypes to time")
     b.add_argument("--skip-typical", action="store_true")
+    b.add_argument("--contention", action="store_true",
+                   help="also time training beside one busy process, for each OpenMP wait policy (fresh processes)")
     b.add_argument("--json", type=Path, help="write the results here")
 
     au = sub.add_parser("audit", help="exact decoding of every image: feasible classes, posterior, the ceiling")
@@ -226,12 +229,21 @@ def cmd_config(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from shapecount import data, experiments
+    from shapecount import data, distributed, engine, experiments
 
     cfg = make_config(args.experiment, args.recipe, _overrides(args))
-    ds = data.load_gsn(args.data)
-    experiments.run_experiment(cfg, ds, args.out, progress=not args.no_progress, force=args.force,
-                               resume=args.resume)
+    # Under torchrun: join the process group; rank 0 logs and writes, every rank trains its share.
+    world = distributed.init(engine.pick_device(cfg.device), cfg.batch_size)
+    try:
+        ds = data.load_gsn(args.data, progress=world.main and not args.no_progress)
+        if world.parallel and world.main:
+            print(f"[{cfg.experiment}] data parallel over {world.size} processes: {cfg.batch_size // world.size} "
+                  f"images per process and step", file=sys.stderr)
+        experiments.run_experiment(cfg, ds, args.out, progress=world.main and not args.no_progress,
+                                   force=args.force, resume=args.resume, world=world,
+                                   **({} if world.main else {"log": lambda msg: None}))
+    finally:
+        distributed.shutdown()
     return 0
 
 
@@ -305,8 +317,7 @@ def cmd_solve(args) -> int:
     from shapecount.exact import solve
     from shapecount.predict import collect_pngs
 
-    records = solve.solve_paths(collect_pngs(args.paths), _node_limit(args))
-    sys.stdout.write(solve.format_records(records, args.format))
+    solve.write_records(solve.solve_paths(collect_pngs(args.paths), _node_limit(args)), args.format, sys.stdout)
     return 0
 
 
@@ -375,17 +386,54 @@ COMMANDS = {"check": cmd_check, "cache": cmd_cache, "audit": cmd_audit, "solve":
             "evaluate": cmd_evaluate, "predict": cmd_predict, "reproduce": cmd_reproduce}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's pre-emption, `kill`): stops like Ctrl-C, at the same safe points."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def _install_signal_handlers() -> dict:
+    """SIGTERM stops like Ctrl-C (the last complete epoch is kept); a file-size limit (`ulimit -f`) makes writes
+    fail with EFBIG, reported like a full disk, instead of killing the process with SIGXFSZ. Returns the
+    previous handlers (restored when main returns). Only the main thread may install handlers."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    wanted = {signal.SIGTERM: _on_sigterm}
+    if hasattr(signal, "SIGXFSZ"):
+        wanted[signal.SIGXFSZ] = signal.SIG_IGN
+    return {sig: signal.signal(sig, handler) for sig, handler in wanted.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = COMMANDS[args.command]
+    previous = _install_signal_handlers()
     try:
+        return _run(handler, args)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _run(handler, args) -> int:
+    try:
+        if args.command != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UserError(args.command, "runs in one process; only `train` runs data parallel under torchrun",
+                            f"run `shapecount {args.command}` without torchrun")
         return handler(args)
     except (UserError, ConfigError, LabelError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         hint = (" (the last complete epoch is kept: run the same command with --resume to continue)"
                 if args.command in ("train", "reproduce") else "")
+        if isinstance(e, Terminated):
+            print(f"terminated by SIGTERM{hint}", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print(f"interrupted{hint}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `shapecount predict ... | head`

@@ -54,6 +54,12 @@ class Config:
     # -- extra data: N fresh synthetic images (synth.py, a generator measured on the real data) added to every
     # epoch's training images; 0 = the real images only (the assignment's setting)
     synth_per_epoch: int = 0
+    # -- training-only anchor maps: weight of losses.anchor_loss on the synthetic images (their shape positions
+    # are known), read from the last convolution by a linear conv of aux_kernel x aux_kernel that is dropped
+    # at export; 0 = off. Teaches the convolutions to find each shape, so the linear layer only adds up.
+    aux_anchor: float = 0.0
+    aux_kernel: int = 3
+    aux_blur: float = 0.0  # std in pixels of the Gaussian each target point is spread into (0: single pixels)
     # -- model selection: 0 selects (early stopping, best epoch) on the official validation images, as the
     # assignment does; N > 0 holds out the last N training images for it instead, so that the validation
     # figures are not chosen on the images they are reported on.
@@ -104,6 +110,11 @@ def validate(cfg: Config) -> None:
     need(cfg.aug_copies >= 0, "aug_copies must be >= 0")
     need(cfg.synth_per_epoch >= 0, "synth_per_epoch must be >= 0")
     need(cfg.threads >= 0 and cfg.limit_train >= 0 and cfg.limit_val >= 0, "threads/limits must be >= 0")
+    need(cfg.aux_anchor >= 0, f"aux_anchor must be >= 0, got {cfg.aux_anchor}")
+    need(cfg.aux_kernel >= 1 and cfg.aux_kernel % 2 == 1, f"aux_kernel must be odd and >= 1, got {cfg.aux_kernel}")
+    need(cfg.aux_blur >= 0, f"aux_blur must be >= 0, got {cfg.aux_blur}")
+    need(cfg.aux_anchor == 0 or cfg.synth_per_epoch > 0,
+         "aux_anchor needs synthetic images (synth_per_epoch > 0): only they come with shape positions")
     need(cfg.holdout >= 0, f"holdout must be >= 0, got {cfg.holdout}")
     need(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
          f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")

@@ -19,9 +19,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from shapecount import augment, labels, runtime, synth
-from shapecount.losses import multitask_loss
+from shapecount import augment, distributed, labels, runtime, synth
+from shapecount.errors import NonFiniteOutputError
+from shapecount.losses import anchor_loss, anchor_maps, multitask_loss
 from shapecount.metrics import compute_metrics
+from shapecount.model import make_anchor_head
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -53,9 +55,12 @@ def set_deterministic(on: bool, device: torch.device) -> None:
         torch.use_deterministic_algorithms(True)
 
 
-def autocast(device: torch.device, bf16: bool):
-    """bf16 autocast when asked (callers decide with `runtime.use_bf16`; the benchmark times both)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+def autocast(device: torch.device, dtype: torch.dtype | bool | None):
+    """Autocast to `dtype` (bf16 or fp16; callers decide with `runtime.amp_dtype`), or none for fp32. `True`
+    means bf16 (the benchmark times both precisions)."""
+    if dtype is True:
+        dtype = torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
 def to_input(images_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -64,10 +69,11 @@ def to_input(images_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images_u8.to(device, non_blocking=True).unsqueeze(1).float().div_(255)
 
 
-def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg, extra: nn.Module | None = None) -> torch.optim.Optimizer:
     # Fused Adam does the update of all 12.9 M parameters in one kernel: the same maths, a large share of a
-    # CPU step saved (see `shapecount bench`).
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    # CPU step saved (see `shapecount bench`). `extra`: a training-only module optimised alongside.
+    params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int):
@@ -99,15 +105,56 @@ def epoch_indices(n: int, copies: int, gen: torch.Generator) -> tuple[torch.Tens
     return idx[order], aug[order]
 
 
+def _step_losses(model: nn.Module, anchor_head: nn.Module | None, x: torch.Tensor, y_cls: torch.Tensor,
+                 y_cnt: torch.Tensor, maps: torch.Tensor | None, has_map: torch.Tensor | None, cfg,
+                 device: torch.device, amp: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """Forward pass and the losses of one batch (per-sample means); 'loss' is what is back-propagated."""
+    with autocast(device, amp):
+        if anchor_head is None:
+            log_probs, pred_counts = model(x)
+        else:
+            fmap = model.feature_map(x)
+            log_probs, pred_counts = model.heads(fmap)
+            pred_maps = anchor_head(fmap)
+    losses = multitask_loss(log_probs, pred_counts, y_cls, y_cnt, cfg.cls_weight, cfg.lambda_cnt)
+    if anchor_head is not None:
+        losses["loss_aux"] = anchor_loss(pred_maps, maps, has_map)
+        losses["loss"] = losses["loss"] + cfg.aux_anchor * losses["loss_aux"]
+    else:
+        losses["loss_aux"] = torch.zeros((), device=device)
+    return losses
+
+
+LOSS_KEYS = ("loss", "loss_cls", "loss_cnt", "loss_aux")  # the per-epoch training losses (train_<key>)
+
+
+def _scaled(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> torch.Tensor:
+    return scaler.scale(loss) if scaler is not None else loss
+
+
+def make_scaler(cfg, device: torch.device) -> torch.amp.GradScaler | None:
+    """Loss scaling for fp16 training (GPUs without bf16): fp16 gradients underflow without it; bf16 has
+    fp32's exponent range and needs none."""
+    return torch.amp.GradScaler(device.type) if runtime.amp_dtype(cfg.bf16, device) == torch.float16 else None
+
+
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, images: torch.Tensor,
                     counts: torch.Tensor, cfg, gen: torch.Generator, device: torch.device,
-                    desc: str = "train", progress: bool = True) -> dict[str, float]:
-    """One pass over the training tensors. Returns per-sample mean losses, lr, seconds and images/s."""
+                    desc: str = "train", progress: bool = True, points: torch.Tensor | None = None,
+                    anchor_head: nn.Module | None = None, world: distributed.World = distributed.SINGLE,
+                    scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
+    """One pass over the training tensors. Returns per-sample mean losses, lr, seconds and images/s.
+
+    With anchor_head, images that come with shape points (int (N, 10, 3) type/row/col; type -1 for images
+    without) also train it on their anchor maps (losses.anchor_loss, weight cfg.aux_anchor)."""
     model.train()
     spec = augment.AugmentSpec.from_config(cfg)
     idx, is_aug = epoch_indices(len(images), cfg.aug_copies, gen)
-    bf16 = runtime.use_bf16(cfg.bf16, device)  # fp32 where the device has no native bf16
-    sums = {"loss": 0.0, "loss_cls": 0.0, "loss_cnt": 0.0}
+    amp = runtime.amp_dtype(cfg.bf16, device)  # bf16 where native, fp16 on GPUs without it, else fp32
+    # Per-sample loss sums, kept on the device: no host synchronisation per step on a GPU (read once per epoch;
+    # on a CPU, where reading is free, every step is also checked for a non-finite loss).
+    sums = torch.zeros(len(LOSS_KEYS), device=device)
+    check_each_step = device.type == "cpu"
     seen = 0
     t0 = time.perf_counter()
     batches = range(0, len(idx), cfg.batch_size)
@@ -115,37 +162,65 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
                dynamic_ncols=True)
     lr = optimizer.param_groups[0]["lr"]
     first_step_unix = None  # wall clock at the end of the first step: start-up time, measured by the caller
+    params = [q for group in optimizer.param_groups for q in group["params"]]
     for start in bar:
         b = idx[start:start + cfg.batch_size]
         x = to_input(images[b], device)
         y_cnt = counts[b].to(device).float()
+        pts = points[b].to(device) if anchor_head is not None else None
         if spec.enabled:
             a = is_aug[start:start + cfg.batch_size].to(device)
-            xa, ca = augment.augment_batch(x, y_cnt, spec, gen)
+            xa, ca, pa = augment.augment_with_points(x, y_cnt, pts, spec, gen)
             x = torch.where(a.view(-1, 1, 1, 1), xa, x)
             y_cnt = torch.where(a.view(-1, 1), ca, y_cnt)
+            if pts is not None:
+                pts = torch.where(a.view(-1, 1, 1), pa, pts)
+        maps = has_map = None
+        if pts is not None:  # the anchor maps, built where the (augmented) points now are
+            has_map = pts[:, 0, 0] >= 0
+            maps = anchor_maps(pts, cfg.aux_blur)
         # The class is recomputed from the (possibly permuted) counts: it must move with the image.
         y_cls = labels.counts_to_class_batch(y_cnt)
         lr = optimizer.param_groups[0]["lr"]
-        with autocast(device, bf16):
-            log_probs, pred_counts = model(x)
-        losses = multitask_loss(log_probs, pred_counts, y_cls, y_cnt, cfg.cls_weight, cfg.lambda_cnt)
-        if not torch.isfinite(losses["loss"]):
-            raise FloatingPointError(f"non-finite loss {float(losses['loss'].detach())} at {desc}, step {start // cfg.batch_size}")
+        if world.parallel:  # this rank's share of the global batch (every rank drew the same batch)
+            part = world.share(len(b))
+            x, y_cnt, y_cls = x[part], y_cnt[part], y_cls[part]
+            if maps is not None:
+                maps, has_map = maps[part], has_map[part]
+        n = len(x)
         optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimizer.step()
+        losses = _step_losses(model, anchor_head, x, y_cls, y_cnt, maps, has_map, cfg, device, amp) if n else {
+            k: torch.zeros((), device=device) for k in LOSS_KEYS}
+        if world.parallel:
+            # Local mean * (local rows * ranks / global rows): averaged over the ranks, the gradients are those
+            # of the global batch's mean, as one process computes them.
+            if n:
+                _scaled(losses["loss"] * (n * world.size / len(b)), scaler).backward()
+            local = torch.stack([losses[k].detach().float() * n for k in LOSS_KEYS])
+            step_sums = distributed.average_gradients(params, world, local)  # summed over the ranks
+            n = len(b)
+        else:
+            step_sums = torch.stack([losses[k].detach().float() for k in LOSS_KEYS]) * n
+            _scaled(losses["loss"], scaler).backward()
+        if check_each_step and not math.isfinite(float(step_sums[0])):
+            raise FloatingPointError(f"non-finite loss {float(step_sums[0]) / n} at {desc}, step {start // cfg.batch_size}")
+        if scaler is not None:  # unscales, skips the step if a gradient overflowed, adapts the scale
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         scheduler.step()
         if first_step_unix is None:
             first_step_unix = time.time()
-        n = len(b)
         seen += n
-        for k in sums:
-            sums[k] += float(losses[k].detach()) * n
-        if progress:
-            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", refresh=False)
+        sums += step_sums
+        if progress and (start // cfg.batch_size) % 20 == 0:
+            bar.set_postfix(loss=f"{float(sums[0]) / seen:.4f}", refresh=False)
+    totals = sums.tolist()
+    if not math.isfinite(totals[0]):
+        raise FloatingPointError(f"non-finite loss during {desc}")
     seconds = time.perf_counter() - t0
-    out = {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
+    out = {f"train_{k}": v / max(seen, 1) for k, v in zip(LOSS_KEYS, totals)}
     out.update(lr=lr, train_seconds=seconds, train_images_per_s=seen / max(seconds, 1e-9),
                first_step_unix=first_step_unix)
     return out
@@ -153,7 +228,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
 
 @torch.inference_mode()
 def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 1000,
-            tta: bool = False, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+            tta: bool = False, amp: torch.dtype | bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole-set outputs (log_probs (N, 135), counts (N, 6)) as float32 on the CPU, in eval mode.
 
     With tta the 8 symmetric views are predicted and mapped back to the original labels; log-probabilities
@@ -165,7 +240,7 @@ def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_
         views = augment.tta_views(x) if tta else [(x, None, None)]
         lp_sum, cnt_sum = 0.0, 0.0
         for v, cls_idx, type_idx in views:
-            with autocast(device, bf16):
+            with autocast(device, amp):
                 lp, cnt = model(v)
             lp, cnt = lp.float(), cnt.float()
             if cls_idx is not None:
@@ -177,13 +252,23 @@ def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_
     return torch.cat(out_lp), torch.cat(out_cnt)
 
 
+def check_finite(log_probs: torch.Tensor, counts: torch.Tensor, names: list[str], where: str) -> None:
+    """Raise NonFiniteOutputError naming the first inputs whose outputs hold NaN or Inf: a metric or a
+    prediction computed from them would be meaningless."""
+    bad = (~(torch.isfinite(log_probs).all(1) & torch.isfinite(counts).all(1))).nonzero().flatten().tolist()
+    if bad:
+        shown = ", ".join(names[i] for i in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise NonFiniteOutputError(f"{where}: the model gives NaN or Inf for {len(bad)} of {len(names)} images "
+                                   f"({shown}); its weights or inputs are broken, so no metrics are written")
+
+
 def evaluate(model: nn.Module, images: torch.Tensor, counts: torch.Tensor, cfg, device: torch.device,
              tta: bool = False) -> dict[str, object]:
     """Losses and all metrics on a labelled set, plus the raw outputs under key 'outputs'."""
     classes = labels.counts_to_class_batch(counts)
     t0 = time.perf_counter()
     log_probs, pred_counts = predict(model, images, device, cfg.eval_batch_size, tta=tta,
-                                     bf16=runtime.use_bf16(cfg.bf16, device))
+                                     amp=runtime.amp_dtype(cfg.bf16, device))
     seconds = time.perf_counter() - t0
     losses = multitask_loss(log_probs, pred_counts, classes, counts, cfg.cls_weight, cfg.lambda_cnt)
     out: dict[str, object] = {k: float(v) for k, v in losses.items()}
@@ -224,10 +309,12 @@ class EarlyStopping:
 
 
 def capture_state(model: nn.Module, optimizer, scheduler, stopper: EarlyStopping, gen: torch.Generator,
-                  history: list[dict], epoch: int) -> dict:
-    """Everything needed to continue after `epoch` exactly as if never stopped (CPU): weights, optimizer and
-    scheduler state, every RNG the loop draws from, early-stopping state and the history so far."""
+                  history: list[dict], epoch: int, anchor_head: nn.Module | None = None) -> dict:
+    """Everything needed to continue after `epoch` exactly as if never stopped (CPU): weights (and the
+    training-only anchor head's), optimizer and scheduler state, every RNG the loop draws from, early-stopping
+    state and the history so far."""
     return {
+        "anchor_head": anchor_head.state_dict() if anchor_head is not None else {},
         "epoch": epoch,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -241,9 +328,15 @@ def capture_state(model: nn.Module, optimizer, scheduler, stopper: EarlyStopping
     }
 
 
+class ResumeError(ValueError):
+    """A saved training state that does not fit the model, optimizer or loop it is restored into."""
+
+
 def restore_state(state: dict, model: nn.Module, optimizer, scheduler, stopper: EarlyStopping,
-                  gen: torch.Generator) -> tuple[int, list[dict]]:
+                  gen: torch.Generator, anchor_head: nn.Module | None = None) -> tuple[int, list[dict]]:
     model.load_state_dict(state["model"])
+    if anchor_head is not None:
+        anchor_head.load_state_dict(state["anchor_head"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng_torch"])
@@ -259,38 +352,55 @@ def restore_state(state: dict, model: nn.Module, optimizer, scheduler, stopper: 
 def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor, val_images: torch.Tensor,
         val_counts: torch.Tensor, cfg, device: torch.device, gen: torch.Generator,
         on_epoch: Callable[[dict, Callable[[], dict]], None] | None = None, progress: bool = True,
-        resume: dict | None = None) -> dict[str, object]:
+        resume: dict | None = None, world: distributed.World = distributed.SINGLE) -> dict[str, object]:
     """Train with early stopping on the validation set; restores the best weights. Returns
     {'history': [per-epoch dicts], 'best_epoch', 'epochs', 'optimizer', 'train_seconds'}.
 
     on_epoch(row, state) is called after every epoch; state() captures the full training state (for a resume
     checkpoint; the caller decides where it goes). resume: such a state, to continue after its epoch."""
-    optimizer = make_optimizer(model, cfg)
+    # Training only: the anchor head teaches the convolutions where each shape is (synthetic images carry the
+    # points); it is not part of the returned model.
+    anchor_head = make_anchor_head(cfg.aux_kernel).to(device) if cfg.aux_anchor > 0 else None
+    optimizer = make_optimizer(model, cfg, anchor_head)
+    scaler = make_scaler(cfg, device)
     steps = math.ceil((len(train_images) + cfg.synth_per_epoch) * (cfg.aug_copies + 1) / cfg.batch_size)
     scheduler = make_scheduler(optimizer, cfg, steps)
     stopper = EarlyStopping(cfg.resolved_monitor(), cfg.patience)
     history: list[dict] = []
     done = 0
     if resume is not None:
-        done, history = restore_state(resume, model, optimizer, scheduler, stopper, gen)
+        try:
+            done, history = restore_state(resume, model, optimizer, scheduler, stopper, gen, anchor_head)
+            if scaler is not None and resume.get("scaler"):
+                scaler.load_state_dict(resume["scaler"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise ResumeError(f"the saved training state does not fit ({type(e).__name__})") from e
+    # On a GPU the training images live there (9,000 of them are 7 MB) and synthetic ones are drawn there:
+    # per step only the batch's indices cross from the host. On the CPU nothing moves.
+    data_device = device if device.type == "cuda" else torch.device("cpu")
+    train_images, train_counts = train_images.to(data_device), train_counts.to(data_device)
     t0 = time.perf_counter()
     first_step_unix = None
     for epoch in range(done + 1, cfg.epochs + 1):
         if stopper.should_stop:  # a run resumed after its last epoch
             break
         t_epoch = time.perf_counter()
-        images, counts = train_images, train_counts
+        images, counts, points = train_images, train_counts, None
         if cfg.synth_per_epoch:  # fresh images every epoch, drawn from `gen`: deterministic and resumable
-            s_images, s_counts = synth.generate(cfg.synth_per_epoch, gen)
+            s_images, s_counts, s_points = synth.generate_with_points(cfg.synth_per_epoch, gen, device=data_device)
             images, counts = torch.cat([images, s_images]), torch.cat([counts, s_counts.to(counts.dtype)])
+            # real images have no known shape points: type -1 (no anchor-map loss for them)
+            points = torch.cat([torch.full((len(train_images), *s_points.shape[1:]), -1, dtype=s_points.dtype,
+                                           device=s_points.device), s_points])
         tr = train_one_epoch(model, optimizer, scheduler, images, counts, cfg, gen, device,
-                             desc=f"epoch {epoch}/{cfg.epochs}", progress=progress)
+                             desc=f"epoch {epoch}/{cfg.epochs}", progress=progress, points=points,
+                             anchor_head=anchor_head, world=world, scaler=scaler)
         first_step_unix = first_step_unix or tr["first_step_unix"]
         ev = evaluate(model, val_images, val_counts, cfg, device, tta=False)
         row = {
             "epoch": epoch,
             "train_loss": tr["train_loss"], "train_loss_cls": tr["train_loss_cls"],
-            "train_loss_cnt": tr["train_loss_cnt"],
+            "train_loss_cnt": tr["train_loss_cnt"], "train_loss_aux": tr["train_loss_aux"],
             "val_loss": ev["loss"], "val_loss_cls": ev["loss_cls"], "val_loss_cnt": ev["loss_cnt"],
             "val_top1": ev["top1_accuracy"], "val_rmse": ev["rmse"], "val_mae": ev["mae"],
             "lr": tr["lr"], "seconds": time.perf_counter() - t_epoch,
@@ -300,7 +410,9 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
         row["train_images_per_s"] = tr["train_images_per_s"]
         history.append(row)
         if on_epoch:
-            on_epoch(row, lambda e=epoch: capture_state(model, optimizer, scheduler, stopper, gen, history, e))
+            on_epoch(row, lambda e=epoch: {**capture_state(model, optimizer, scheduler, stopper, gen, history, e,
+                                                           anchor_head),
+                                           "scaler": scaler.state_dict() if scaler is not None else {}})
         if stopper.should_stop:
             break
     stopper.restore(model)

@@ -21,3 +21,7 @@ class DataError(UserError):
 
 class TrainingError(RuntimeError):
     """Training could not go on (a non-finite loss); the message says where the last good state is."""
+
+
+class NonFiniteOutputError(TrainingError):
+    """A model produced NaN or Inf for some inputs; such outputs are reported, never turned into metrics."""

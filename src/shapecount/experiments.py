@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from shapecount import IMPORT_TIME, engine, fileio, runfolder, runtime
+from shapecount import IMPORT_TIME, distributed, engine, fileio, runfolder, runlock, runtime
 from shapecount.checkpoint import (
+    FIX_RESTART,
     RESUME_FILE,
     load_checkpoint,
     load_resume_state,
@@ -78,6 +79,7 @@ def final_metrics(model, cfg: Config, val: GSNData, device) -> tuple[dict, tuple
     final = engine.evaluate(model, val.images, val.counts.float(), cfg, device, tta=True) if cfg.tta else single
     outputs = final.pop("outputs")
     single.pop("outputs", None)
+    engine.check_finite(*outputs, val.names, "validation")  # NaN/Inf is an error, never a metric
     metrics = {k: v for k, v in final.items()}
     metrics["single_view"] = {k: single[k] for k in ("loss", "top1_accuracy", "macro_f1", "pair_accuracy",
                                                       "rmse", "mae", "count_decoded_accuracy")}
@@ -103,7 +105,7 @@ def write_run_outputs(out: Path, model, cfg: Config, val: GSNData, device, extra
 
 
 def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, progress: bool = True,
-                   force: bool = False, resume: bool = False) -> dict:
+                   force: bool = False, resume: bool = False, world: distributed.World = distributed.SINGLE) -> dict:
     """Train one configuration on the official split and write its run folder. Returns metrics.
 
     After every epoch the full training state goes to last.pt (atomically), so `resume=True` continues an
@@ -111,13 +113,40 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
     train, val = split(data)
     train, val = limit(train, cfg.limit_train), limit(val, cfg.limit_val)
     train, select = holdout_split(train, val, cfg.holdout)  # checked before anything is written
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(out, "exists and is not a folder", "choose another --out")
+    if not world.main:
+        return _run_worker(cfg, data, train, select, Path(out), resume, world)
+    with runlock.locked(out, "training"):
+        return _run_locked(cfg, data, train, val, select, Path(out), log, progress, force, resume, world)
+
+
+def _run_worker(cfg: Config, data: GSNData, train: GSNData, select: GSNData, out: Path, resume: bool,
+                world: distributed.World) -> dict:
+    """A rank other than 0 under torchrun: the same training on its share of every batch; writes nothing."""
+    if resume and (out / "metrics.json").is_file() and not (out / RESUME_FILE).exists():
+        return {}  # already complete: rank 0 keeps it too
+    distributed.barrier(world)  # rank 0 has checked and prepared the folder (and its resume state)
+    saved = load_resume_state(out, cfg, data.sha256) if resume else None
+    runtime.configure_cpu(cfg.threads)
+    gen = engine.seed_everything(cfg.seed)
+    device = engine.pick_device(cfg.device)
+    model = build_model(cfg).to(device)
+    engine.fit(model, train.images, train.counts.float(), select.images, select.counts.float(), cfg, device, gen,
+               progress=False, resume=saved["state"] if saved else None, world=world)
+    return {}
+
+
+def _run_locked(cfg: Config, data: GSNData, train: GSNData, val: GSNData, select: GSNData, out: Path, log: Log,
+                progress: bool, force: bool, resume: bool, world: distributed.World) -> dict:
     out = prepare_out_dir(out, force, resume)
     if resume and (out / "metrics.json").is_file() and not (out / RESUME_FILE).exists():
         log(f"[{cfg.experiment}] already complete in {out}: kept")
         return json.loads((out / "metrics.json").read_text())
-    saved = load_resume_state(out, cfg) if resume else None
+    saved = load_resume_state(out, cfg, data.sha256) if resume else None
     if force and not resume:
         (out / RESUME_FILE).unlink(missing_ok=True)
+    distributed.barrier(world)  # the other ranks may read the folder now
     t0 = time.perf_counter() - (saved["elapsed_s"] if saved else 0.0)
     cpu = runtime.configure_cpu(cfg.threads)
     fileio.write_json(out / "config.json", cfg.to_dict())
@@ -128,8 +157,8 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
     fileio.write_text(out / "model.txt", describe(model))
     state = saved["state"] if saved else None
     start = f", resuming after epoch {state['epoch']}" if state else ""
-    precision = "bf16" if runtime.use_bf16(cfg.bf16, device) else "fp32"
-    if cfg.bf16 and precision == "fp32":
+    precision = runtime.precision_name(runtime.amp_dtype(cfg.bf16, device))
+    if cfg.bf16 and precision == "fp32":  # a CPU without native bf16
         log(f"[{cfg.experiment}] bf16 requested, but {device} has no native bf16 (no AVX512-BF16 or AMX): "
             "training in fp32, which is faster there")
     log(f"[{cfg.experiment}] {len(train)} train / {len(val)} val images on {device} in {precision}; "
@@ -141,7 +170,7 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
     def on_epoch(row: dict, capture) -> None:
         history.append(row)
         runfolder.write_history(out, history, held_out=cfg.holdout > 0)
-        save_resume_state(out, cfg, capture(), time.perf_counter() - t0)
+        save_resume_state(out, cfg, capture(), time.perf_counter() - t0, data.sha256)
         mark = " *" if row["improved"] else ""
         log(f"[{cfg.experiment}] epoch {row['epoch']:3d}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
             f"top1 {row['val_top1']:.3f}  rmse {row['val_rmse']:.3f}  {row['seconds']:.1f}s "
@@ -149,10 +178,12 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
 
     try:
         result = engine.fit(model, train.images, train.counts.float(), select.images, select.counts.float(), cfg,
-                            device, gen, on_epoch=on_epoch, progress=progress, resume=state)
+                            device, gen, on_epoch=on_epoch, progress=progress, resume=state, world=world)
     except FloatingPointError as e:
         raise TrainingError(f"{out}: training diverged: {e}; the last good epoch is kept in "
                             f"{out / RESUME_FILE}") from None
+    except engine.ResumeError as e:
+        raise UserError(out / RESUME_FILE, str(e), FIX_RESTART) from None
     extra = {"epochs": result["epochs"], "best_epoch": result["best_epoch"], "monitor": result["monitor"],
              "n_train": len(train), "selected_on": f"holdout ({len(select)} training images)" if cfg.holdout
              else "validation", "precision": precision, **cpu}
@@ -214,9 +245,21 @@ def reproduce(data: GSNData, out: Path, recipe: str = DEFAULT_RECIPE, overrides:
     """EDA, the exact-decoding audit of the validation images (all, or the first `audit_images`), the three
     experiments, comparison and report, all under `out`. With resume, finished experiments are kept and an
     interrupted one continues from its last complete epoch; the audit comes from its cache."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(out, "exists and is not a folder", "choose another --out")
+    for e in experiments:  # validate every config before anything is created
+        make_config(e, recipe, overrides)
+    with runlock.locked(out, "reproduce"):
+        return _reproduce_locked(data, out, recipe, overrides, experiments, command, log, progress, force,
+                                 resume, audit, audit_images)
+
+
+def _reproduce_locked(data: GSNData, out: Path, recipe: str, overrides: dict | None, experiments: tuple[str, ...],
+                      command: str, log: Log, progress: bool, force: bool, resume: bool, audit: bool,
+                      audit_images: int | None) -> dict:
     from shapecount import eda, report
 
-    out = Path(out)
     started = any((out / e).is_dir() for e in experiments) or (out / "runs.json").exists()
     if out.exists() and started and not (force or resume):
         raise UserError(out, "already holds a reproduce run",

@@ -1,14 +1,33 @@
-"""Atomic writes: a file appears complete under its name or not at all (temp file + os.replace)."""
+"""Atomic writes: a file appears complete under its name or not at all (temp file + os.replace).
+
+A write that fails for lack of space (a full disk, a quota, a file-size limit) becomes a `DiskFullError`: one
+line naming the file; the temp file is removed and the previous complete file under that name is kept.
+"""
 
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from shapecount.errors import UserError
+
+# errno values that mean "no room to write": disk full, quota exceeded, file-size limit (ulimit -f).
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class DiskFullError(UserError):
+    """A file could not be written for lack of space; the previous complete file is kept."""
+
+
+def is_no_space(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE
 
 
 def _umask() -> int:
@@ -30,10 +49,24 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     try:
         write(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if is_no_space(e):
+            raise DiskFullError(path, f"could not be written: {os.strerror(e.errno)}",
+                                "free some space and run the same command again (with --resume for training); "
+                                "the previous complete file is kept") from None
         raise
     return path
+
+
+def save_torch(path: Path, payload: Any) -> Path:
+    """torch.save, atomically. Serialised in memory first: torch's own file writer reports a full disk as a
+    generic RuntimeError, Python's file write reports it with its errno (see DiskFullError)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return write_bytes(path, buf.getbuffer())
 
 
 def write_bytes(path: Path, data: bytes) -> Path:

@@ -8,6 +8,7 @@ from torch import nn
 from shapecount.labels import NUM_CLASSES, NUM_TYPES
 
 FEATURES = 256
+CONV_LAYERS = 8  # the four Conv2d + ReLU pairs of the backbone, before Flatten
 
 
 def make_backbone() -> nn.Sequential:
@@ -43,8 +44,22 @@ class ShapeCountNet(nn.Module):
         self.cnt_head = make_head(NUM_TYPES, head_hidden, head_dropout1, head_dropout2, log_softmax=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.backbone(x)
+        return self.heads(self.feature_map(x))
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last convolution's ReLU output (N, 64, 28, 28): what a training-only anchor head reads."""
+        return self.backbone[:CONV_LAYERS](x)
+
+    def heads(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.backbone[CONV_LAYERS:](fmap)
         return self.cls_head(z), self.cnt_head(z)
+
+
+def make_anchor_head(kernel: int) -> nn.Conv2d:
+    """Training only: a linear convolution from the last feature map to one anchor map per shape type (see
+    losses.anchor_loss). Being linear, the sum of its output over the image - the count of each type - is a
+    linear function of the features that Linear(50176, 256) can represent exactly. Dropped at export."""
+    return nn.Conv2d(64, NUM_TYPES, kernel, padding=kernel // 2)
 
 
 def build_model(cfg) -> ShapeCountNet:

@@ -97,7 +97,8 @@ def native_bf16(device: torch.device) -> bool:
     oneDNN emulates bf16 and a training step is several times slower than in fp32."""
     global _native_cpu_bf16
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # including_emulation=False: a GPU without bf16 units (e.g. a T4) would otherwise count as bf16-capable
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type != "cpu":
         return False
     if _native_cpu_bf16 is None:
@@ -110,3 +111,18 @@ def use_bf16(requested: bool, device: torch.device) -> bool:
     """bf16 autocast as a recipe asks for it (`bf16=true`), but only where the device has native bf16: elsewhere
     fp32 is faster, and bf16 costs no accuracy either way (docs/results.md)."""
     return bool(requested) and native_bf16(device)
+
+
+def amp_dtype(requested: bool, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a recipe's reduced precision (`bf16=true`) on this device, None for fp32: bf16
+    where the device computes it natively; on a CUDA GPU without bf16 units (e.g. a T4), fp16 with a gradient
+    scaler (engine); on a CPU without native bf16, fp32 (faster there). `bf16=false` is fp32 everywhere."""
+    if use_bf16(requested, device):
+        return torch.bfloat16
+    if requested and device.type == "cuda":
+        return torch.float16
+    return None
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")

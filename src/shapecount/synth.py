@@ -94,11 +94,12 @@ def draw(types: torch.Tensor, centres: torch.Tensor, sizes: torch.Tensor | None 
     types = types.long()
     centres = centres.long()
     n = types.shape[0]
+    dev = types.device  # drawn where the shapes are (e.g. on the GPU that trains on them)
     if sizes is None:
-        sizes = torch.tensor(SIZES, dtype=torch.long)[types.clamp(min=0)]
+        sizes = torch.tensor(SIZES, dtype=torch.long, device=dev)[types.clamp(min=0)]
     sizes = sizes.long()
     smax = int(sizes.max()) if sizes.numel() else 0
-    dy = torch.arange(-smax, smax + 1).view(1, 1, -1)
+    dy = torch.arange(-smax, smax + 1, device=dev).view(1, 1, -1)
     valid, lo, hi = _row_spans(types, sizes, dy)
     rows = centres[..., 0:1] + dy
     x = centres[..., 1:2]
@@ -110,7 +111,7 @@ def draw(types: torch.Tensor, centres: torch.Tensor, sizes: torch.Tensor | None 
     # Difference array: toggle at each span's start and one past its end; a cumulative sum mod 2 along the row
     # is then the XOR of all spans (spans of the same row from different shapes just add up).
     width = side + 1
-    img = torch.arange(n).view(n, 1, 1) * (side * width)
+    img = torch.arange(n, device=dev).view(n, 1, 1) * (side * width)
     base = img + rows.clamp(0, side - 1) * width
     idx = torch.cat([(base + left)[valid], (base + stop)[valid]])
     diff = torch.bincount(idx, minlength=n * side * width).view(n, side, width)
@@ -151,14 +152,38 @@ def sample_shapes(counts: torch.Tensor, gen: torch.Generator) -> tuple[torch.Ten
 def generate(n: int, gen: torch.Generator | None = None, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """n synthetic GSN images: uint8 (n, 28, 28) in {0, 255} and int64 counts (n, 6). Deterministic for a given
     generator state (a fresh default-seeded generator if None). Drawn in chunks to bound memory."""
+    images, counts, _ = generate_with_points(n, gen, chunk)
+    return images, counts
+
+
+def generate_with_points(n: int, gen: torch.Generator | None = None, chunk: int = 4096,
+                         device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`generate` plus every shape's type and reference point: int16 (n, 10, 3) rows (type, row, col), see
+    `reference_points`. Draws the same random numbers as `generate`, so the images are the same. The random
+    draws come from `gen` on the CPU (the same images on any device); the drawing and the results are on
+    `device`."""
     if gen is None:
         gen = torch.Generator().manual_seed(0)
-    counts = sample_labels(n, gen)
-    types, centres = sample_shapes(counts, gen)
-    images = torch.empty(n, SIDE, SIDE, dtype=torch.uint8)
+    counts = sample_labels(n, gen).to(device)
+    types, centres = (t.to(device) for t in sample_shapes(counts.cpu(), gen))
+    images = torch.empty(n, SIDE, SIDE, dtype=torch.uint8, device=device)
     for i in range(0, n, chunk):
         images[i:i + chunk] = draw(types[i:i + chunk], centres[i:i + chunk])
-    return images, counts
+    points = torch.cat([types.unsqueeze(-1), reference_points(types, centres)], -1).to(torch.int16)
+    return images, counts, points
+
+
+# Offset from a shape's anchor to its reference point: the centre of a square or circle, the midpoint of a
+# triangle's base. Only the left triangle's anchor is its apex (module docstring), 5 columns from its base.
+_REF_OFFSET = torch.tensor([[0, 0], [0, 0], [0, 0], [0, 0], [0, 0], [0, 5]])
+
+
+def reference_points(types: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """(N, K, 2) reference points (row, col) of shapes given by types (N, K) and anchors (N, K, 2), clamped
+    into the image. Unlike the anchors, these points move with the shape under every flip and quarter turn
+    of the image (a base maps to a base, a centre to a centre, and the clamp box is symmetric), so an anchor
+    map built from them can be augmented exactly like the image."""
+    return (centres + _REF_OFFSET.to(types.device)[types.long()]).clamp(0, SIDE - 1)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -62,13 +64,26 @@ def format_text(rec: dict) -> str:
     return "\n".join(lines)
 
 
-def solve_paths(paths: list[Path], node_limit: int) -> list[dict]:
-    images = [(p, load_binary(p)) for p in paths]  # every file checked before any search starts
+def solve_paths(paths: list[Path], node_limit: int) -> Iterator[dict]:
+    """One record per file, as each is decoded (time per image is bounded by the node limit, memory by one
+    image). Every file is checked before any search starts, so a bad file fails the batch at once."""
+    for p in paths:
+        load_binary(p)
     dec = Decoder(node_limit=node_limit)
-    return [to_dict(p, dec.decode(img)) for p, img in images]
+    for p in paths:
+        yield to_dict(p, dec.decode(load_binary(p)))
 
 
-def format_records(records: list[dict], fmt: str) -> str:
+def write_records(records: Iterable[dict], fmt: str, out: TextIO) -> None:
+    """Text: one block per image; json: one array. Written as the records come, flushed after each."""
+    first = True
+    for rec in records:
+        if fmt == "json":
+            body = "\n".join("  " + ln for ln in json.dumps(rec, indent=2).splitlines())
+            out.write(("[\n" if first else ",\n") + body)
+        else:
+            out.write(format_text(rec) + "\n")
+        out.flush()
+        first = False
     if fmt == "json":
-        return json.dumps(records, indent=2) + "\n"
-    return "\n".join(format_text(r) for r in records) + "\n"
+        out.write("[]\n" if first else "\n]\n")

@@ -120,3 +120,23 @@ def mcnemar(a: Run, b: Run) -> tuple[int, int] | None:
     ra = a.pred_class()[i] == a.preds["true_class"][i]
     rb = b.pred_class()[j] == b.preds["true_class"][j]
     return int(np.sum(ra & ~rb)), int(np.sum(rb & ~ra))
+
+
+# Top-1 levels the time-to-accuracy table reports: the best public solution's, and two further milestones.
+TTA_LEVELS = (0.521, 0.80, 0.90)
+
+
+def time_to_accuracy(run: Run, levels: tuple[float, ...] = TTA_LEVELS) -> dict[str, Any] | None:
+    """Training wall time (cumulative `seconds` of history.csv, evaluation included) to the first epoch whose
+    per-epoch top-1 (single view, on the images the run selects its epoch on) reaches each level; None for a
+    level never reached, and None overall without a class head or history."""
+    h = run.history
+    if h is None or "seconds" not in h or "val_top1" not in h or not run.class_head:
+        return None
+    elapsed = np.cumsum(np.nan_to_num(h["seconds"]))
+    top1 = np.nan_to_num(h["val_top1"], nan=-1.0)
+    out: dict[str, Any] = {"minutes": elapsed / 60, "top1": top1}
+    for level in levels:
+        hit = np.nonzero(top1 >= level)[0]
+        out[level] = float(elapsed[hit[0]]) if len(hit) else None
+    return out

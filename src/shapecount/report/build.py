@@ -8,7 +8,7 @@ from typing import Any
 
 from shapecount import fileio, plots
 from shapecount.report.analysis import per_pair_row, result_row
-from shapecount.report.figures import plot_curves, plot_pair_confusions
+from shapecount.report.figures import plot_curves, plot_pair_confusions, plot_time_to_accuracy
 from shapecount.report.html_page import markdown_to_html
 from shapecount.report.runs import COMPARISON_DIR, Run, discover_runs
 from shapecount.report.sections import SECTIONS, ablation, sections
@@ -32,6 +32,9 @@ def _compare(out: Path, runs: list[Run], notes: list[str]) -> dict[str, Any]:
              fileio.write_text(cdir / "per_pair.md", "# Per-pair accuracy\n\n" + per_pair_md(runs))]
     if runs:
         files.append(plot_curves(runs, cdir / "curves.png"))
+        tta = plot_time_to_accuracy(runs, cdir / "time_to_accuracy.png")
+        if tta is not None:
+            files.append(tta)
         conf = plot_pair_confusions(runs, cdir / "confusions.png")
         if conf is not None:
             files.append(conf)

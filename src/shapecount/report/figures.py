@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from shapecount import labels, metrics, plots, runfolder
+from shapecount.report.analysis import TTA_LEVELS, time_to_accuracy
 from shapecount.report.runs import Run, num
 
 
@@ -59,4 +60,25 @@ def plot_pair_confusions(runs: list[Run], path: Path) -> Path | None:
         plots.plot_confusion_pairs(cm, path, run.label + ("" if run.class_head else "\n[class decoded from counts]"),
                                    ax=ax)
     fig.suptitle("Type-pair confusion (15x15) per run: rows true pair, columns predicted pair", fontsize=12)
+    return plots.save_figure(fig, path)
+
+
+def plot_time_to_accuracy(runs: list[Run], path: Path) -> Path | None:
+    """Per-epoch top-1 against training wall time, one line per run with a class head; dotted lines at the
+    levels of the time-to-accuracy table."""
+    curves = [(i, r, t) for i, r in enumerate(runs) if (t := time_to_accuracy(r)) is not None]
+    if not curves:
+        return None
+    fig = plots.new_figure(figsize=(8, 4.6))
+    ax = fig.subplots()
+    for i, run, t in curves:
+        ax.plot(t["minutes"], t["top1"], marker=".", label=run.label, color=f"C{i}")
+    for level in TTA_LEVELS:
+        ax.axhline(level, color="0.5", linestyle=":", linewidth=1)
+    names = {runfolder.eval_set_name(r.config) for _, r, _ in curves}
+    ax.set_xlabel("training wall time, minutes (per-epoch evaluation included)")
+    ax.set_ylabel(f"{names.pop() if len(names) == 1 else 'per-epoch'} top-1 (single view)")
+    ax.set_title("Time to accuracy (dotted: 0.521 best public solution, 0.80, 0.90)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return plots.save_figure(fig, path)

@@ -1,0 +1,44 @@
+"""One process per output folder: an advisory lock on `<folder>/.lock`.
+
+The lock is an `fcntl.flock` on an open file, so the kernel drops it when the process ends in any way (crash,
+SIGKILL, power loss of the process): a crashed run never leaves a folder locked. The file itself stays and
+holds the last owner's pid, for the message. Where `fcntl` does not exist (Windows) the lock is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from shapecount.errors import UserError
+
+LOCK_NAME = ".lock"
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+
+@contextmanager
+def locked(folder: Path, what: str = "run"):
+    """Hold the folder's lock for the duration of the block; a second holder gets a one-line UserError."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise UserError(folder, f"is in use by another shapecount {what} (pid {owner})",
+                            "wait for it to finish, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
