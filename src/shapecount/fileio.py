@@ -25,6 +25,12 @@ NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 class DiskFullError(UserError):
     """A file could not be written for lack of space; the previous complete file is kept."""
 
+    def __init__(self, path: Path | str, err: OSError) -> None:
+        self.strerror = os.strerror(err.errno) if err.errno else str(err)
+        super().__init__(path, f"could not be written: {self.strerror}",
+                         "free some space and run the same command again (with --resume for training); "
+                         "the previous complete file is kept")
+
 
 def is_no_space(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in NO_SPACE
@@ -52,9 +58,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if is_no_space(e):
-            raise DiskFullError(path, f"could not be written: {os.strerror(e.errno)}",
-                                "free some space and run the same command again (with --resume for training); "
-                                "the previous complete file is kept") from None
+            raise DiskFullError(path, e) from None  # type: ignore[arg-type]
         raise
     return path
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from shapecount.data.sources import ENV_CACHE, ENV_DATA, cache_dir, is_zip
 from shapecount.data.validation import one_line
 from shapecount.errors import DataError
-from shapecount.fileio import atomic_write
+from shapecount.fileio import DiskFullError, atomic_write
 
 _FIX_URL = (f"check the URL and the network, or download the zip elsewhere and point {ENV_DATA} "
             "or --data at the local .zip or directory")
@@ -160,6 +160,9 @@ def download(url: str, *, timeout: float = 30.0, retries: int = 3, backoff: floa
         # The sidecar first, then the zip: a zip without a matching sidecar is never trusted.
         atomic_write(_sidecar(dest), lambda p: p.write_text(f"{digest}  {dest.name}\n"))
         os.replace(tmp, dest)
+    except DiskFullError as e:  # the sidecar's atomic write: the cache folder is the thing to change
+        raise DataError(str(dest.parent), f"cannot hold the download: {e.strerror}",
+                        f"free some space or set {ENV_CACHE} to another folder") from None
     except OSError as e:
         raise _cache_error(dest.parent, e) from None
     finally:
