@@ -1,6 +1,7 @@
 """Data parallelism under torchrun: each rank's share of a batch, and 2 CPU ranks (gloo) training to the same
 weights as one process with the same global batch and seed."""
 
+import json
 import os
 import subprocess
 import sys
@@ -38,6 +39,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
                         "--set", "batch_size=16", "--threads", "1"], check=False, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr
+    assert json.loads((one / "metrics.json").read_text())["flush_denormal"] is True  # set before any parallel op
     two = tmp_path / "two"
     r = torchrun(2, ["train", "--data", str(data), "--out", str(two), *TRAIN, "--set", "batch_size=16"])
     assert r.returncode == 0, r.stderr[-3000:]

@@ -1,3 +1,5 @@
+import os
+import subprocess
 import sys
 
 import pytest
@@ -24,6 +26,23 @@ def test_configure_cpu_sets_threads_and_restores():
         assert isinstance(info["allocator_tuned"], bool)
     finally:
         torch.set_num_threads(before)
+
+
+_FLUSH_CHECK = ("import torch; from shapecount import runtime; {before}"
+                "print(runtime.flush_denormals(), runtime.every_thread_flushes(), "
+                "float(torch.tensor(1e-30) * 1e-3) > 0)")
+
+
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="the CPU has no flush-to-zero mode")
+@pytest.mark.parametrize("before,expected", [("import shapecount.cli; ", "True True True"),
+                                             ("torch.ones(1 << 22).mul_(2); ", "False False True")])
+def test_denormals_are_flushed_on_every_thread_only_when_set_first(before, expected):
+    """The command line flushes denormals before any parallel operation: every thread flushes, normal floats
+    are untouched. Set after the first parallel operation, it reaches only the calling thread, and says so."""
+    code = _FLUSH_CHECK.format(before=before)
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}  # a parallel loop even on a one-core runner
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split()[-3:] == expected.split()
 
 
 def test_startup_is_claimed_once_per_process():

@@ -231,7 +231,7 @@ def _throughput_child(source: str, steps: int, batch: int, bf16: bool, policy: d
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env.update(policy)
     code = ("import json, sys; from shapecount import bench, runtime; from shapecount.data import load_gsn; "
-            "runtime.tune_allocator(); "
+            "runtime.tune_allocator(); runtime.flush_denormals(); "
             "r = bench.bench_ours(load_gsn(sys.argv[1], progress=False), int(sys.argv[2]), int(sys.argv[3]), "
             "sys.argv[4] == 'bf16', False); print(json.dumps(r['images_per_s']))")
     out = subprocess.run([sys.executable, "-c", code, source, str(steps), str(batch), "bf16" if bf16 else "fp32"],
@@ -278,6 +278,7 @@ def run(args) -> dict:
         d = dtypes[-1]
         res["ours"][f"{d}, default malloc"] = bench_ours(data, args.steps, args.batch_size, d == "bf16", False)
     res["allocator_tuned"] = runtime.tune_allocator()
+    res["flush_denormal"] = runtime.flush_denormals()
     variants = [(d, d == "bf16", False) for d in dtypes]
     if args.compile:
         variants += [(f"{d}+compile", d == "bf16", True) for d in dtypes]

@@ -411,6 +411,9 @@ def _install_signal_handlers() -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = COMMANDS[args.command]
+    from shapecount import runtime
+
+    runtime.flush_denormals()  # before any parallel operation, so that every CPU thread gets it (see there)
     previous = _install_signal_handlers()
     try:
         return _run(handler, args)
