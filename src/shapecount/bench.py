@@ -326,7 +326,7 @@ def format_table(res: dict) -> str:
         frac = r.get("fraction_of_peak", g / res["gemm_peak_gflops"]["fp32"])
         lines.append(f"{name:<22}{r['images_per_s']:>8.0f}{ms['data']:>8.1f}{ms['forward']:>8.1f}"
                      f"{ms['backward']:>8.1f}{ms['optimizer']:>8.1f}{'':>11}{g:>8.0f}{100 * frac:>7.0f}%"
-                     f"{r.get('ratio_vs_typical', 1.0):>7.2f}")
+                     + (f"{r.get('ratio_vs_typical', 1.0):>7.2f}" if "typical" in res else f"{'-':>7}"))
     for name, e in res["eval"].items():
         lines.append(f"eval {name}: {e['seconds_1000']:.3f} s per 1000 images ({e['images_per_s']:.0f} img/s)")
     for name, c in res.get("contention", {}).items():
