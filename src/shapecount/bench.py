@@ -278,7 +278,7 @@ def run(args) -> dict:
         d = dtypes[-1]
         res["ours"][f"{d}, default malloc"] = bench_ours(data, args.steps, args.batch_size, d == "bf16", False)
     res["allocator_tuned"] = runtime.tune_allocator()
-    res["flush_denormal"] = runtime.flush_denormals()
+    res["flush_denormal"] = runtime.every_thread_flushes()
     variants = [(d, d == "bf16", False) for d in dtypes]
     if args.compile:
         variants += [(f"{d}+compile", d == "bf16", True) for d in dtypes]

@@ -420,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        runtime.keep_denormals()  # a caller that runs main() in its own process gets IEEE floats back
 
 
 def _run(handler, args) -> int:

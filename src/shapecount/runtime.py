@@ -45,12 +45,13 @@ def allocator_tuned() -> bool:
 
 
 def configure_cpu(threads: int = 0) -> dict[str, object]:
-    """Apply the thread count (0: torch's default, all cores), the allocator setting and flushing of denormal
-    floats; return what is in effect, for the log and the run folder."""
+    """Apply the thread count (0: torch's default, all cores) and the allocator setting; return what is in
+    effect, for the log and the run folder (including whether denormals are flushed: the command line sets
+    that at its start, see flush_denormals)."""
     if threads:
         torch.set_num_threads(threads)
     return {"threads": torch.get_num_threads(), "allocator_tuned": tune_allocator(),
-            "flush_denormal": flush_denormals()}
+            "flush_denormal": every_thread_flushes()}
 
 
 def flush_denormals() -> bool:
@@ -65,6 +66,11 @@ def flush_denormals() -> bool:
     if not torch.set_flush_denormal(True):
         return False  # a CPU without the mode
     return every_thread_flushes()
+
+
+def keep_denormals() -> None:
+    """The IEEE default again, on the calling thread (threads already created keep what they have)."""
+    torch.set_flush_denormal(False)
 
 
 def every_thread_flushes() -> bool:
