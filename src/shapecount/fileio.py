@@ -26,8 +26,8 @@ class DiskFullError(UserError):
     """A file could not be written for lack of space; the previous complete file is kept."""
 
     def __init__(self, path: Path | str, err: OSError) -> None:
-        self.strerror = os.strerror(err.errno) if err.errno else str(err)
-        super().__init__(path, f"could not be written: {self.strerror}",
+        self.os_error = err
+        super().__init__(path, f"could not be written: {os.strerror(err.errno) if err.errno else err}",
                          "free some space and run the same command again (with --resume for training); "
                          "the previous complete file is kept")
 

@@ -161,8 +161,7 @@ def download(url: str, *, timeout: float = 30.0, retries: int = 3, backoff: floa
         atomic_write(_sidecar(dest), lambda p: p.write_text(f"{digest}  {dest.name}\n"))
         os.replace(tmp, dest)
     except DiskFullError as e:  # the sidecar's atomic write: the cache folder is the thing to change
-        raise DataError(str(dest.parent), f"cannot hold the download: {e.strerror}",
-                        f"free some space or set {ENV_CACHE} to another folder") from None
+        raise _cache_error(dest.parent, e.os_error) from None
     except OSError as e:
         raise _cache_error(dest.parent, e) from None
     finally:
