@@ -60,6 +60,9 @@ class Config:
     aux_anchor: float = 0.0
     aux_kernel: int = 3
     aux_blur: float = 0.0  # std in pixels of the Gaussian each target point is spread into (0: single pixels)
+    # -- weight averaging: > 0 evaluates, selects and delivers an exponential moving average of the weights with
+    # this decay (ema.py; e.g. 0.999 averages over about the last 1,000 steps); 0 = the raw weights
+    ema_decay: float = 0.0
     # -- model selection: 0 selects (early stopping, best epoch) on the official validation images, as the
     # assignment does; N > 0 holds out the last N training images for it instead, so that the validation
     # figures are not chosen on the images they are reported on.
@@ -115,6 +118,7 @@ def validate(cfg: Config) -> None:
     need(cfg.aux_blur >= 0, f"aux_blur must be >= 0, got {cfg.aux_blur}")
     need(cfg.aux_anchor == 0 or cfg.synth_per_epoch > 0,
          "aux_anchor needs synthetic images (synth_per_epoch > 0): only they come with shape positions")
+    need(0 <= cfg.ema_decay < 1, f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     need(cfg.holdout >= 0, f"holdout must be >= 0, got {cfg.holdout}")
     need(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
          f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")

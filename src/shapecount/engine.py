@@ -20,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from shapecount import augment, distributed, labels, runtime, synth
+from shapecount.ema import WeightEma
 from shapecount.errors import NonFiniteOutputError
 from shapecount.losses import anchor_loss, anchor_maps, multitask_loss
 from shapecount.metrics import compute_metrics
@@ -142,8 +143,9 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
                     counts: torch.Tensor, cfg, gen: torch.Generator, device: torch.device,
                     desc: str = "train", progress: bool = True, points: torch.Tensor | None = None,
                     anchor_head: nn.Module | None = None, world: distributed.World = distributed.SINGLE,
-                    scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
+                    scaler: torch.amp.GradScaler | None = None, ema: WeightEma | None = None) -> dict[str, float]:
     """One pass over the training tensors. Returns per-sample mean losses, lr, seconds and images/s.
+    With ema, its average takes in the weights after every step.
 
     With anchor_head, images that come with shape points (int (N, 10, 3) type/row/col; type -1 for images
     without) also train it on their anchor maps (losses.anchor_loss, weight cfg.aux_anchor)."""
@@ -210,6 +212,8 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
         else:
             optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update(model)
         if first_step_unix is None:
             first_step_unix = time.time()
         seen += n
@@ -309,12 +313,14 @@ class EarlyStopping:
 
 
 def capture_state(model: nn.Module, optimizer, scheduler, stopper: EarlyStopping, gen: torch.Generator,
-                  history: list[dict], epoch: int, anchor_head: nn.Module | None = None) -> dict:
+                  history: list[dict], epoch: int, anchor_head: nn.Module | None = None,
+                  ema: WeightEma | None = None) -> dict:
     """Everything needed to continue after `epoch` exactly as if never stopped (CPU): weights (and the
     training-only anchor head's), optimizer and scheduler state, every RNG the loop draws from, early-stopping
-    state and the history so far."""
+    state, the weight average (when kept) and the history so far."""
     return {
         "anchor_head": anchor_head.state_dict() if anchor_head is not None else {},
+        "ema": ema.state_dict() if ema is not None else {},
         "epoch": epoch,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -333,10 +339,13 @@ class ResumeError(ValueError):
 
 
 def restore_state(state: dict, model: nn.Module, optimizer, scheduler, stopper: EarlyStopping,
-                  gen: torch.Generator, anchor_head: nn.Module | None = None) -> tuple[int, list[dict]]:
+                  gen: torch.Generator, anchor_head: nn.Module | None = None,
+                  ema: WeightEma | None = None) -> tuple[int, list[dict]]:
     model.load_state_dict(state["model"])
     if anchor_head is not None:
         anchor_head.load_state_dict(state["anchor_head"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng_torch"])
@@ -361,6 +370,10 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
     # Training only: the anchor head teaches the convolutions where each shape is (synthetic images carry the
     # points); it is not part of the returned model.
     anchor_head = make_anchor_head(cfg.aux_kernel).to(device) if cfg.aux_anchor > 0 else None
+    # With ema_decay, the weight average is what is evaluated, selected and returned; training steps the raw
+    # weights as usual.
+    ema = WeightEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    evaluated = ema.module if ema is not None else model
     optimizer = make_optimizer(model, cfg, anchor_head)
     scaler = make_scaler(cfg, device)
     steps = math.ceil((len(train_images) + cfg.synth_per_epoch) * (cfg.aug_copies + 1) / cfg.batch_size)
@@ -370,7 +383,7 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
     done = 0
     if resume is not None:
         try:
-            done, history = restore_state(resume, model, optimizer, scheduler, stopper, gen, anchor_head)
+            done, history = restore_state(resume, model, optimizer, scheduler, stopper, gen, anchor_head, ema)
             if scaler is not None and resume.get("scaler"):
                 scaler.load_state_dict(resume["scaler"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
@@ -394,9 +407,9 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
                                            device=s_points.device), s_points])
         tr = train_one_epoch(model, optimizer, scheduler, images, counts, cfg, gen, device,
                              desc=f"epoch {epoch}/{cfg.epochs}", progress=progress, points=points,
-                             anchor_head=anchor_head, world=world, scaler=scaler)
+                             anchor_head=anchor_head, world=world, scaler=scaler, ema=ema)
         first_step_unix = first_step_unix or tr["first_step_unix"]
-        ev = evaluate(model, val_images, val_counts, cfg, device, tta=False)
+        ev = evaluate(evaluated, val_images, val_counts, cfg, device, tta=False)
         row = {
             "epoch": epoch,
             "train_loss": tr["train_loss"], "train_loss_cls": tr["train_loss_cls"],
@@ -405,17 +418,17 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
             "val_top1": ev["top1_accuracy"], "val_rmse": ev["rmse"], "val_mae": ev["mae"],
             "lr": tr["lr"], "seconds": time.perf_counter() - t_epoch,
         }
-        improved = stopper.step(row[stopper.monitor], epoch, model)
+        improved = stopper.step(row[stopper.monitor], epoch, evaluated)
         row["improved"] = improved
         row["train_images_per_s"] = tr["train_images_per_s"]
         history.append(row)
         if on_epoch:
             on_epoch(row, lambda e=epoch: {**capture_state(model, optimizer, scheduler, stopper, gen, history, e,
-                                                           anchor_head),
+                                                           anchor_head, ema),
                                            "scaler": scaler.state_dict() if scaler is not None else {}})
         if stopper.should_stop:
             break
-    stopper.restore(model)
+    stopper.restore(model)  # the best epoch's weights (its weight average, with ema)
     return {"history": history, "best_epoch": stopper.best_epoch, "epochs": len(history),
             "optimizer": optimizer, "train_seconds": time.perf_counter() - t0, "monitor": stopper.monitor,
             "first_step_unix": first_step_unix}
