@@ -342,8 +342,13 @@ def test_time_to_accuracy_from_history(tmp_path: Path) -> None:
     run = Run("m", tmp_path, "m", config={"cls_weight": 1.0, "lambda_cnt": 5.0}, history=hist)
     t = time_to_accuracy(run)
     assert t[0.521] == 120.0 and t[0.80] == 210.0 and t[0.90] is None
+    assert not t["from_counts"]
     regression = Run("r", tmp_path, "r", config={"cls_weight": 0.0, "lambda_cnt": 1.0}, history=hist)
-    assert time_to_accuracy(regression) is None  # no class head: no top-1 to time
+    assert time_to_accuracy(regression) is None  # no class head and no count-decoded column: nothing to time
+    counted = {**hist, "val_count_top1": np.array([0.2, 0.6, 0.7])}
+    regression = Run("r", tmp_path, "r", config={"cls_weight": 0.0, "lambda_cnt": 1.0}, history=counted)
+    t = time_to_accuracy(regression)
+    assert t["from_counts"] and t[0.521] == 120.0 and t[0.80] is None
 
 
 def test_report_has_time_to_accuracy(tmp_path: Path) -> None:

@@ -416,6 +416,7 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
             "train_loss_cnt": tr["train_loss_cnt"], "train_loss_aux": tr["train_loss_aux"],
             "val_loss": ev["loss"], "val_loss_cls": ev["loss_cls"], "val_loss_cnt": ev["loss_cnt"],
             "val_top1": ev["top1_accuracy"], "val_rmse": ev["rmse"], "val_mae": ev["mae"],
+            "val_count_top1": ev["count_decoded_accuracy"],
             "lr": tr["lr"], "seconds": time.perf_counter() - t_epoch,
         }
         improved = stopper.step(row[stopper.monitor], epoch, evaluated)

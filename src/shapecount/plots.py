@@ -302,8 +302,12 @@ def make_run_plots(run_dir: Path, images: dict[str, np.ndarray] | None = None) -
         hist = load_history(run_dir)
         if hist and len(next(iter(hist.values()))):
             written.append(plot_loss(hist, out / "loss.png", title, weights, best, eval_set))
-            written.append(plot_metric(hist, "val_top1", out / "top1.png", title, f"{eval_set} top-1 accuracy", best,
-                                       "" if class_head else "class head not trained (cls_weight=0)"))
+            # Without a class head, the top-1 that means something is that of the class the counts decode to.
+            decoded = not class_head and "val_count_top1" in hist
+            note = "" if class_head else ("class decoded from the counts (class head not trained)" if decoded
+                                          else "class head not trained (cls_weight=0)")
+            written.append(plot_metric(hist, "val_count_top1" if decoded else "val_top1", out / "top1.png", title,
+                                       f"{eval_set} top-1 accuracy", best, note))
             written.append(plot_metric(hist, "val_rmse", out / "rmse.png", title, f"{eval_set} count RMSE", best,
                                        "" if count_head else "count head not trained (lambda_cnt=0)"))
 

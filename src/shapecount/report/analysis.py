@@ -129,13 +129,15 @@ TTA_LEVELS = (0.521, 0.80, 0.90)
 def time_to_accuracy(run: Run, levels: tuple[float, ...] = TTA_LEVELS) -> dict[str, Any] | None:
     """Training wall time (cumulative `seconds` of history.csv, evaluation included) to the first epoch whose
     per-epoch top-1 (single view, on the images the run selects its epoch on) reaches each level; None for a
-    level never reached, and None overall without a class head or history."""
+    level never reached. A run without a class head is timed by the class its counts decode to
+    (`val_count_top1`); None overall when the history lacks the column it needs."""
     h = run.history
-    if h is None or "seconds" not in h or "val_top1" not in h or not run.class_head:
+    column = "val_top1" if run.class_head else "val_count_top1"
+    if h is None or "seconds" not in h or column not in h:
         return None
     elapsed = np.cumsum(np.nan_to_num(h["seconds"]))
-    top1 = np.nan_to_num(h["val_top1"], nan=-1.0)
-    out: dict[str, Any] = {"minutes": elapsed / 60, "top1": top1}
+    top1 = np.nan_to_num(h[column], nan=-1.0)
+    out: dict[str, Any] = {"minutes": elapsed / 60, "top1": top1, "from_counts": not run.class_head}
     for level in levels:
         hit = np.nonzero(top1 >= level)[0]
         out[level] = float(elapsed[hit[0]]) if len(hit) else None

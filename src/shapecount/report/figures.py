@@ -64,15 +64,16 @@ def plot_pair_confusions(runs: list[Run], path: Path) -> Path | None:
 
 
 def plot_time_to_accuracy(runs: list[Run], path: Path) -> Path | None:
-    """Per-epoch top-1 against training wall time, one line per run with a class head; dotted lines at the
-    levels of the time-to-accuracy table."""
+    """Per-epoch top-1 against training wall time, one line per run (dashed: the class decoded from the counts,
+    for a run without a class head); dotted lines at the levels of the time-to-accuracy table."""
     curves = [(i, r, t) for i, r in enumerate(runs) if (t := time_to_accuracy(r)) is not None]
     if not curves:
         return None
     fig = plots.new_figure(figsize=(8, 4.6))
     ax = fig.subplots()
     for i, run, t in curves:
-        ax.plot(t["minutes"], t["top1"], marker=".", label=run.label, color=f"C{i}")
+        ax.plot(t["minutes"], t["top1"], marker=".", color=f"C{i}", linestyle="--" if t["from_counts"] else "-",
+                label=run.label + (" [class decoded from counts]" if t["from_counts"] else ""))
     for level in TTA_LEVELS:
         ax.axhline(level, color="0.5", linestyle=":", linewidth=1)
     names = {runfolder.eval_set_name(r.config) for _, r, _ in curves}
