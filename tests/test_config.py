@@ -12,15 +12,15 @@ def test_presets():
     m = make_config("multitask", "protocol")
     assert m.lambda_cnt == 5 and m.lr == 1e-3 and m.batch_size == 64 and m.schedule == "constant"
     assert m.epochs == 100 and m.patience == 15 and m.seed == 1 and m.resolved_monitor() == "val_top1"
-    assert m.bf16 is False and m == Config(**{k: getattr(m, k) for k in ("experiment", "cls_weight", "lambda_cnt")})
+    assert m.amp is False and m == Config(**{k: getattr(m, k) for k in ("experiment", "cls_weight", "lambda_cnt")})
 
 
 def test_fast_recipe_is_the_default_and_departs_only_in_schedule_and_dtype():
     fast, proto = make_config("multitask"), make_config("multitask", "protocol")
     assert fast == make_config("multitask", "fast")
     changed = {k for k, v in fast.to_dict().items() if proto.to_dict()[k] != v}
-    assert changed == {"schedule", "lr", "warmup_epochs", "epochs", "bf16"}
-    assert fast.schedule == "cosine" and fast.lr == 2e-3 and fast.epochs == 40 and fast.bf16
+    assert changed == {"schedule", "lr", "warmup_epochs", "epochs", "amp"}
+    assert fast.schedule == "cosine" and fast.lr == 2e-3 and fast.epochs == 40 and fast.amp
     # every recipe x experiment is a valid config, and an explicit override beats the recipe
     best = make_config("multitask", "best")
     changed = {k for k, v in best.to_dict().items() if fast.to_dict()[k] != v}
@@ -30,12 +30,12 @@ def test_fast_recipe_is_the_default_and_departs_only_in_schedule_and_dtype():
     for recipe in ("protocol", "fast", "best", "quick"):
         for exp in ("classification", "regression", "multitask"):
             make_config(exp, recipe)
-    assert make_config("multitask", "fast", {"bf16": False}).bf16 is False
+    assert make_config("multitask", "fast", {"amp": False}).amp is False
 
 
 def test_overrides_typed_and_strict():
-    cfg = make_config("multitask", overrides=parse_set(["lr=0.002", "epochs=3", "bf16=true"]))
-    assert cfg.lr == 0.002 and cfg.epochs == 3 and cfg.bf16 is True
+    cfg = make_config("multitask", overrides=parse_set(["lr=0.002", "epochs=3", "amp=true"]))
+    assert cfg.lr == 0.002 and cfg.epochs == 3 and cfg.amp is True
     with pytest.raises(ConfigError, match="unknown config key 'learning_rate'"):
         make_config(overrides={"learning_rate": 1})
     with pytest.raises(ConfigError, match="epochs expects int"):
@@ -61,3 +61,13 @@ def test_round_trip_through_json():
 
 def test_apply_overrides_accepts_dashes():
     assert apply_overrides({}, {"lambda-cnt": "2"}) == {"lambda_cnt": 2.0}
+
+
+def test_renamed_key_loads_from_old_files_and_names_the_new_one_in_overrides():
+    from shapecount.config import config_from_dict
+
+    old = make_config("multitask", "fast").to_dict()
+    old["bf16"] = old.pop("amp")  # a config.json or checkpoint written before the rename
+    assert config_from_dict(old).amp is True
+    with pytest.raises(ConfigError, match="'bf16' is now called 'amp'; pass amp=true"):
+        make_config("multitask", overrides=parse_set(["bf16=true"]))

@@ -118,7 +118,7 @@ def test_fp16_with_a_gradient_scaler_trains(tmp_path, monkeypatch):
     from shapecount.data import load_gsn
 
     monkeypatch.setattr(runtime, "amp_dtype", lambda requested, device: torch.float16 if requested else None)
-    cfg = make_config("multitask", "protocol", {"epochs": 2, "batch_size": 16, "tta": False, "bf16": True})
+    cfg = make_config("multitask", "protocol", {"epochs": 2, "batch_size": 16, "tta": False, "amp": True})
     assert engine.make_scaler(cfg, torch.device("cpu")) is not None
     m = experiments.run_experiment(cfg, load_gsn(str(write_gsn_dir(tmp_path / "gsn", n=45)), progress=False),
                                    tmp_path / "r", progress=False)

@@ -55,7 +55,7 @@ def check_run(run: Path, data, device: str = "cpu") -> dict:
     out = {"run": str(run), "betas": list(BETAS)}
     for name, ds in (("holdout", hold), ("val", val)):
         lp, cnt = engine.predict(model, ds.images, torch.device(device), cfg.eval_batch_size, tta=cfg.tta,
-                                 amp=runtime.amp_dtype(cfg.bf16, torch.device(device)))
+                                 amp=runtime.amp_dtype(cfg.amp, torch.device(device)))
         out[name] = accuracy_by_beta(lp, cnt, ds.classes)
     beta = choose_beta(out["holdout"])
     out["beta"] = beta

@@ -136,7 +136,7 @@ def _scaled(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> torch.Te
 def make_scaler(cfg, device: torch.device) -> torch.amp.GradScaler | None:
     """Loss scaling for fp16 training (GPUs without bf16): fp16 gradients underflow without it; bf16 has
     fp32's exponent range and needs none."""
-    return torch.amp.GradScaler(device.type) if runtime.amp_dtype(cfg.bf16, device) == torch.float16 else None
+    return torch.amp.GradScaler(device.type) if runtime.amp_dtype(cfg.amp, device) == torch.float16 else None
 
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, images: torch.Tensor,
@@ -152,7 +152,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
     model.train()
     spec = augment.AugmentSpec.from_config(cfg)
     idx, is_aug = epoch_indices(len(images), cfg.aug_copies, gen)
-    amp = runtime.amp_dtype(cfg.bf16, device)  # bf16 where native, fp16 on GPUs without it, else fp32
+    amp = runtime.amp_dtype(cfg.amp, device)  # bf16 where native, fp16 on GPUs without it, else fp32
     # Per-sample loss sums, kept on the device: no host synchronisation per step on a GPU (read once per epoch;
     # on a CPU, where reading is free, every step is also checked for a non-finite loss).
     sums = torch.zeros(len(LOSS_KEYS), device=device)
@@ -272,7 +272,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, counts: torch.Tensor, cfg, 
     classes = labels.counts_to_class_batch(counts)
     t0 = time.perf_counter()
     log_probs, pred_counts = predict(model, images, device, cfg.eval_batch_size, tta=tta,
-                                     amp=runtime.amp_dtype(cfg.bf16, device))
+                                     amp=runtime.amp_dtype(cfg.amp, device))
     seconds = time.perf_counter() - t0
     losses = multitask_loss(log_probs, pred_counts, classes, counts, cfg.cls_weight, cfg.lambda_cnt)
     out: dict[str, object] = {k: float(v) for k, v in losses.items()}

@@ -157,9 +157,9 @@ def _run_locked(cfg: Config, data: GSNData, train: GSNData, val: GSNData, select
     fileio.write_text(out / "model.txt", describe(model))
     state = saved["state"] if saved else None
     start = f", resuming after epoch {state['epoch']}" if state else ""
-    precision = runtime.precision_name(runtime.amp_dtype(cfg.bf16, device))
-    if cfg.bf16 and precision == "fp32":  # a CPU without native bf16
-        log(f"[{cfg.experiment}] bf16 requested, but {device} has no native bf16 (no AVX512-BF16 or AMX): "
+    precision = runtime.precision_name(runtime.amp_dtype(cfg.amp, device))
+    if cfg.amp and precision == "fp32":  # a CPU without native bf16
+        log(f"[{cfg.experiment}] amp requested, but {device} has no native bf16 (no AVX512-BF16 or AMX): "
             "training in fp32, which is faster there")
     log(f"[{cfg.experiment}] {len(train)} train / {len(val)} val images on {device} in {precision}; "
         f"cls_weight={cfg.cls_weight} lambda_cnt={cfg.lambda_cnt}; up to {cfg.epochs} epochs, "

@@ -42,7 +42,7 @@ def predict_paths(checkpoint: Path, paths: list[Path], top_k: int = 3, tta: bool
     images = torch.from_numpy(np.stack([read_image(f) for f in files]))
     use_tta = cfg.tta if tta is None else tta
     log_probs, counts = engine.predict(model, images, device, cfg.eval_batch_size, tta=use_tta,
-                                          amp=runtime.amp_dtype(cfg.bf16, device))
+                                          amp=runtime.amp_dtype(cfg.amp, device))
     engine.check_finite(log_probs, counts, [str(f) for f in files], str(checkpoint))
     probs = log_probs.exp()
     k = min(top_k, labels.NUM_CLASSES)

@@ -136,15 +136,15 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def use_bf16(requested: bool, device: torch.device) -> bool:
-    """bf16 autocast as a recipe asks for it (`bf16=true`), but only where the device has native bf16: elsewhere
+    """bf16 autocast as a recipe's `amp=true` asks for it, but only where the device has native bf16: elsewhere
     fp32 is faster, and bf16 costs no accuracy either way (docs/results.md)."""
     return bool(requested) and native_bf16(device)
 
 
 def amp_dtype(requested: bool, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of a recipe's reduced precision (`bf16=true`) on this device, None for fp32: bf16
+    """The autocast dtype of a recipe's mixed precision (`amp=true`) on this device, None for fp32: bf16
     where the device computes it natively; on a CUDA GPU without bf16 units (e.g. a T4), fp16 with a gradient
-    scaler (engine); on a CPU without native bf16, fp32 (faster there). `bf16=false` is fp32 everywhere."""
+    scaler (engine); on a CPU without native bf16, fp32 (faster there). `amp=false` is fp32 everywhere."""
     if use_bf16(requested, device):
         return torch.bfloat16
     if requested and device.type == "cuda":

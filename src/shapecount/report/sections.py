@@ -220,12 +220,12 @@ def _heads(r: Run) -> str:
 
 def _setups(runs: list[Run]) -> list[str]:
     header = ["run", "experiment", "cls_weight", "lambda_cnt", "lr", "weight decay", "batch", "epochs cap",
-              "patience", "monitor", "schedule", "warmup", "bf16", "synthetic/epoch", "holdout", "heads", "TTA",
+              "patience", "monitor", "schedule", "warmup", "amp", "synthetic/epoch", "holdout", "heads", "TTA",
               "seed"]
     rows = [[r.label, r.cfg("experiment", r.metrics.get("experiment")), fmt(num(r.cfg("cls_weight")), 2),
              fmt(r.lambda_cnt, 2), fmt(r.cfg("lr")), fmt(r.cfg("weight_decay")), fmt(r.cfg("batch_size")),
              fmt(r.cfg("epochs")), fmt(r.cfg("patience")), _monitor(r), fmt(r.cfg("schedule")),
-             fmt(r.cfg("warmup_epochs", 0)), fmt(r.cfg("bf16", False)), fmt(r.cfg("synth_per_epoch", 0)),
+             fmt(r.cfg("warmup_epochs", 0)), fmt(r.cfg("amp", r.cfg("bf16", False))), fmt(r.cfg("synth_per_epoch", 0)),
              fmt(r.cfg("holdout", 0)), _heads(r), fmt(r.cfg("tta")), fmt(r.cfg("seed"))] for r in runs]
     if not rows:
         return ["> No runs.", ""]
