@@ -9,19 +9,21 @@ from shapecount.config import ConfigError, make_config
 from shapecount.ema import WeightEma
 
 
-def test_average_follows_the_documented_recurrence():
+@pytest.mark.parametrize("every", [1, 4])
+def test_average_follows_the_documented_recurrence(every):
     model = nn.Linear(3, 2)
-    ema = WeightEma(model, decay=0.9)
+    ema = WeightEma(model, decay=0.9, every=every)
     start = {k: v.clone() for k, v in model.state_dict().items()}
     expected = {k: v.clone() for k, v in start.items()}
-    for step in range(1, 40):
+    for step in range(1, 41):
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(0.1)
         ema.update(model)
-        d = min(0.9, 1 - (1 + step) ** (-2 / 3))
-        for k, v in model.state_dict().items():
-            expected[k] = d * expected[k] + (1 - d) * v
+        if step % every == 0:
+            d = min(0.9, 1 - (1 + step) ** (-2 / 3)) ** every
+            for k, v in model.state_dict().items():
+                expected[k] = d * expected[k] + (1 - d) * v
     for k, v in ema.module.state_dict().items():
         torch.testing.assert_close(v, expected[k])
     assert ema.current_decay() == 0.9  # the warmup reached the cap (after 30 steps)
@@ -35,15 +37,16 @@ def test_state_round_trip_continues_identically():
     torch.manual_seed(0)
     model = nn.Linear(4, 4)
     a = WeightEma(model, 0.99)
-    for _ in range(5):
+    for _ in range(6):
         a.update(model)
     b = WeightEma(nn.Linear(4, 4), 0.99)
     b.load_state_dict(a.state_dict())
     with torch.no_grad():
         model.weight.mul_(2)
-    a.update(model)
-    b.update(model)
-    assert b.steps == a.steps == 6
+    for _ in range(2):  # the 8th step updates the average
+        a.update(model)
+        b.update(model)
+    assert b.steps == a.steps == 8
     assert torch.equal(a.module.weight, b.module.weight)
 
 

@@ -20,10 +20,12 @@ class WeightEma:
     steps, 0.99 after 1,000, 0.999 after 31,600. Without it the average would hold mostly the random initial
     weights for thousands of steps."""
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    def __init__(self, model: nn.Module, decay: float, every: int = 4) -> None:
         if not 0 < decay < 1:
             raise ValueError(f"ema decay must be in (0, 1), got {decay}")
-        self.decay = decay
+        if every < 1:
+            raise ValueError(f"ema update period must be >= 1, got {every}")
+        self.decay, self.every = decay, every
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self.steps = 0
 
@@ -32,9 +34,14 @@ class WeightEma:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """One step: avg <- avg + (1 - decay) * (weights - avg), all tensors in one fused call."""
+        """One training step. Every `every` steps: avg <- avg + (1 - decay ** every) * (weights - avg), all
+        tensors in one fused call. Averaging every few steps with the decay compounded keeps the same horizon
+        at a fraction of the memory traffic: one update reads and writes three copies of the 51 MB of weights,
+        about 15% of a CPU step when done at every step."""
         self.steps += 1
-        weight = 1 - self.current_decay()
+        if self.steps % self.every:
+            return
+        weight = 1 - self.current_decay() ** self.every
         avg = [p for p in self.module.state_dict().values() if p.is_floating_point()]
         new = [p.detach() for p in model.state_dict().values() if p.is_floating_point()]
         torch._foreach_lerp_(avg, new, weight)
