@@ -145,7 +145,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
                     anchor_head: nn.Module | None = None, world: distributed.World = distributed.SINGLE,
                     scaler: torch.amp.GradScaler | None = None, ema: WeightEma | None = None) -> dict[str, float]:
     """One pass over the training tensors. Returns per-sample mean losses, lr, seconds and images/s.
-    With ema, its average takes in the weights after every step.
+    With ema, every step's weights are offered to its average (which takes them in every few steps).
 
     With anchor_head, images that come with shape points (int (N, 10, 3) type/row/col; type -1 for images
     without) also train it on their anchor maps (losses.anchor_loss, weight cfg.aux_anchor)."""
