@@ -138,8 +138,9 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Any]] = {
 #   100 epochs, early stopping with patience 15.
 # - "fast": the same task, model, batch, data and early stopping in 40 epochs (time to accuracy):
 #   linear warmup for 2 epochs to a peak lr of 2e-3, then cosine decay to 0, and mixed precision (`amp`: bf16
-#   autocast where native; weights, gradients and optimizer state stay fp32). Multitask beats the protocol's accuracy with it; the single-task
-#   experiments fall short of theirs in 40 epochs (docs/results.md). bf16 alone costs no accuracy (docs/results.md).
+#   autocast where native; weights, gradients and optimizer state stay fp32). Multitask beats the protocol's
+#   accuracy with it; the single-task experiments fall short of theirs in 40 epochs (docs/results.md). bf16
+#   alone costs no accuracy (docs/results.md).
 # - "best": the fast recipe plus 45,000 fresh synthetic images per epoch (synth.py; 53,000 training images per
 #   epoch in all), wider heads without dropout (256 hidden units: with fresh images every epoch the model
 #   underfits, so dropout only slows it down) and model selection on 1,000 held-out training images, so that

@@ -1,8 +1,10 @@
 """An exponential moving average of the weights (as timm's ModelEmaV3 keeps one): evaluated, selected and
 delivered in place of the raw weights when `ema_decay` > 0.
 
-With fresh images every step the raw weights wander around a minimum by the gradient noise of one batch; their
-average sits closer to it, so it predicts better than any single step's weights, at no cost in training images.
+While the learning rate is high, the raw weights wander around a minimum by the gradient noise of one batch;
+their average sits closer to it and predicts better mid-schedule, at no cost in training images. Once a cosine
+schedule has brought the learning rate near zero the raw weights barely move, and the average adds little
+(docs/ablation.md).
 """
 
 from __future__ import annotations
