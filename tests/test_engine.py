@@ -138,3 +138,45 @@ def test_precision_per_device(monkeypatch):
     assert runtime.amp_dtype(True, cpu) is None  # a CPU without it: fp32 is faster
     assert runtime.amp_dtype(False, gpu) is None
     assert [runtime.precision_name(d) for d in (torch.bfloat16, torch.float16, None)] == ["bf16", "fp16", "fp32"]
+
+
+def test_fc_lr_scale_gives_the_big_linear_layer_its_own_lr():
+    cfg = make_config("multitask", "fast", {"fc_lr_scale": 0.05})
+    model = build_model(cfg)
+    opt = engine.make_optimizer(model, cfg)
+    fc = model.backbone[9]
+    by_param = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert by_param[id(fc.weight)] == by_param[id(fc.bias)] == cfg.lr * 0.05
+    others = [p for n, p in model.named_parameters() if not n.startswith("backbone.9.")]
+    assert {by_param[id(p)] for p in others} == {cfg.lr}
+    assert len(by_param) == len(list(model.parameters()))  # every parameter once
+    sched = engine.make_scheduler(opt, cfg, steps_per_epoch=5)
+    for _ in range(7):
+        opt.step()
+        sched.step()
+    lrs = [g["lr"] for g in opt.param_groups]
+    assert math.isclose(lrs[1] / lrs[0], 0.05)  # the schedule scales both groups alike
+
+
+def test_evaluate_counts_the_live_units():
+    cfg = make_config("multitask", "fast", {"eval_batch_size": 7})  # 3 batches: units are gathered over all
+    model = build_model(cfg)
+    images = (torch.rand(20, 28, 28) > 0.6).to(torch.uint8) * 255
+    counts = torch.tensor([[5, 5, 0, 0, 0, 0]] * 20).float()
+    fc = model.backbone[9]
+    with torch.no_grad():
+        fc.bias.fill_(-1e3)  # every unit below zero on every image: all dead
+    assert engine.evaluate(model, images, counts, cfg, torch.device("cpu"))["live_units"] == 0
+    with torch.no_grad():
+        fc.bias[[0, 7, 255]] = 1e3
+    assert engine.evaluate(model, images, counts, cfg, torch.device("cpu"))["live_units"] == 3
+    assert not model.backbone[-1]._forward_hooks  # the counting hook is removed
+
+
+def test_init_and_fc_lr_scale_are_validated():
+    import pytest
+
+    from shapecount.config import ConfigError
+    for bad, msg in (({"init": "xavier"}, "init must be one of"), ({"fc_lr_scale": 0.0}, "fc_lr_scale must be")):
+        with pytest.raises(ConfigError, match=msg):
+            make_config("multitask", "fast", bad)

@@ -3,7 +3,7 @@ from torch import nn
 
 from shapecount.config import make_config
 from shapecount.losses import multitask_loss
-from shapecount.model import ShapeCountNet, build_model, count_parameters, describe
+from shapecount.model import ShapeCountNet, build_model, count_parameters, describe, init_from_data
 
 
 def test_backbone_is_the_fixed_one():
@@ -56,3 +56,47 @@ def test_overfits_one_small_batch():
         opt.step()
     assert (lp.argmax(1) == y).all()
     assert loss["loss_cnt"] < 0.1
+
+
+def _fires(m, x):
+    """Per backbone layer: the fraction of the batch (and positions) on which each channel/unit is positive."""
+    out, h = [], x
+    with torch.no_grad():
+        for layer in m.backbone:
+            h = layer(h)
+            if isinstance(layer, nn.ReLU):
+                out.append((h > 0).float().transpose(0, 1).reshape(h.shape[1], -1).mean(1))
+    return out
+
+
+def _images(n, seed=0):
+    from shapecount import synth
+    imgs, _ = synth.generate(n, torch.Generator().manual_seed(seed))
+    return imgs.unsqueeze(1).float() / 255
+
+
+def test_default_init_starts_with_dead_units_and_centre_init_has_none():
+    x = _images(256)
+    torch.manual_seed(0)
+    m = ShapeCountNet()
+    assert (_fires(m, x)[-1] == 0).sum() > 10  # PyTorch's default init: units that never fire
+    init_from_data(m, x, "centre")
+    fires = _fires(m, x)
+    for frac in fires:  # every channel fires, on at most about half of the batch (ties at the median stay 0)
+        assert ((frac > 0.05) & (frac < 0.55)).all()
+    assert ((fires[-1] > 0.45) & (fires[-1] < 0.55)).all()  # the 256 units: half of the batch each
+
+
+def test_lsuv_init_gives_unit_std_and_default_changes_nothing():
+    x = _images(256)
+    torch.manual_seed(0)
+    m = ShapeCountNet()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    init_from_data(m, x, "default")
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    init_from_data(m, x, "lsuv")
+    with torch.no_grad():
+        pre = m.backbone[:10](x)  # Linear(50176, 256) before its ReLU
+    assert torch.allclose(pre.std(0), torch.ones(256), atol=1e-3)
+    assert torch.allclose(pre.median(0).values, torch.zeros(256), atol=1e-4)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items() if "head" in k)  # heads untouched

@@ -14,6 +14,7 @@ from typing import Any
 CONFIG_VERSION = 1
 EXPERIMENTS = ("classification", "regression", "multitask")
 SCHEDULES = ("constant", "cosine")
+INITS = ("default", "centre", "lsuv")  # model.init_from_data
 MONITORS = ("auto", "val_top1", "val_loss", "val_rmse")
 
 
@@ -29,6 +30,12 @@ class Config:
     lambda_cnt: float = 5.0
     # -- optimisation (the assignment's protocol: Adam lr 1e-3, batch 64, <= 100 epochs, early stopping)
     lr: float = 1e-3
+    # lr multiplier of the backbone's Linear(50176, 256). Adam moves every weight by about lr per step, so a unit
+    # of that layer sees its input shift by about lr x (sum of 50,176 activations): at the recipes' lr most of
+    # the 256 units are pushed below zero early and never fire again (dead ReLUs). A smaller factor keeps them.
+    fc_lr_scale: float = 1.0
+    # initialisation of the backbone: default (PyTorch's), centre or lsuv (data-dependent, model.init_from_data)
+    init: str = "default"
     weight_decay: float = 0.0
     schedule: str = "constant"
     warmup_epochs: int = 0
@@ -102,6 +109,8 @@ def validate(cfg: Config) -> None:
     need(cfg.cls_weight >= 0 and cfg.lambda_cnt >= 0, "cls_weight and lambda_cnt must be >= 0")
     need(cfg.cls_weight > 0 or cfg.lambda_cnt > 0, "at least one of cls_weight, lambda_cnt must be > 0")
     need(cfg.lr > 0, f"lr must be > 0, got {cfg.lr}")
+    need(cfg.init in INITS, f"init must be one of {', '.join(INITS)}, got {cfg.init!r}")
+    need(cfg.fc_lr_scale > 0, f"fc_lr_scale must be > 0, got {cfg.fc_lr_scale}")
     need(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
     need(cfg.batch_size >= 1 and cfg.eval_batch_size >= 1, "batch sizes must be >= 1")
     need(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")

@@ -24,7 +24,7 @@ from shapecount.ema import WeightEma
 from shapecount.errors import NonFiniteOutputError
 from shapecount.losses import anchor_loss, anchor_maps, multitask_loss
 from shapecount.metrics import compute_metrics
-from shapecount.model import make_anchor_head
+from shapecount.model import CONV_LAYERS, init_from_data, make_anchor_head
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -64,6 +64,9 @@ def autocast(device: torch.device, dtype: torch.dtype | bool | None):
     return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
+INIT_IMAGES = 512  # the batch model.init_from_data measures; enough for a stable median per unit
+
+
 def to_input(images_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
     """(N, 28, 28) uint8 0/255 -> (N, 1, 28, 28) float in [0, 1] on device (converted after the copy: 4x less
     traffic)."""
@@ -73,8 +76,13 @@ def to_input(images_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
 def make_optimizer(model: nn.Module, cfg, extra: nn.Module | None = None) -> torch.optim.Optimizer:
     # Fused Adam does the update of all 12.9 M parameters in one kernel: the same maths, a large share of a
     # CPU step saved (see `shapecount bench`). `extra`: a training-only module optimised alongside.
-    params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    # The backbone's Linear(50176, 256) gets its own lr (cfg.fc_lr_scale; see config.py for why).
+    fc = [p for p in model.backbone[CONV_LAYERS:].parameters()]
+    fc_ids = {id(p) for p in fc}
+    rest = [p for p in model.parameters() if id(p) not in fc_ids]
+    rest += list(extra.parameters()) if extra is not None else []
+    groups = [{"params": rest}, {"params": fc, "lr": cfg.lr * cfg.fc_lr_scale}]
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int):
@@ -270,14 +278,22 @@ def evaluate(model: nn.Module, images: torch.Tensor, counts: torch.Tensor, cfg, 
              tta: bool = False) -> dict[str, object]:
     """Losses and all metrics on a labelled set, plus the raw outputs under key 'outputs'."""
     classes = labels.counts_to_class_batch(counts)
+    # Which of the 256 units of Linear(50176, 256) fire on at least one image: a unit that never does is dead
+    # (no gradient ever reaches it again) and the heads work with the rest.
+    fired: list[torch.Tensor] = []
+    hook = model.backbone[-1].register_forward_hook(lambda _m, _i, z: fired.append((z > 0).any(0)))
     t0 = time.perf_counter()
-    log_probs, pred_counts = predict(model, images, device, cfg.eval_batch_size, tta=tta,
-                                     amp=runtime.amp_dtype(cfg.amp, device))
+    try:
+        log_probs, pred_counts = predict(model, images, device, cfg.eval_batch_size, tta=tta,
+                                         amp=runtime.amp_dtype(cfg.amp, device))
+    finally:
+        hook.remove()
     seconds = time.perf_counter() - t0
     losses = multitask_loss(log_probs, pred_counts, classes, counts, cfg.cls_weight, cfg.lambda_cnt)
     out: dict[str, object] = {k: float(v) for k, v in losses.items()}
     out.update(compute_metrics(log_probs, pred_counts, classes, counts))
     out["eval_seconds"] = seconds
+    out["live_units"] = int(torch.stack(fired).any(0).sum()) if fired else 0
     out["outputs"] = (log_probs, pred_counts)
     return out
 
@@ -370,6 +386,9 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
     # Training only: the anchor head teaches the convolutions where each shape is (synthetic images carry the
     # points); it is not part of the returned model.
     anchor_head = make_anchor_head(cfg.aux_kernel).to(device) if cfg.aux_anchor > 0 else None
+    if resume is None:
+        # Data-dependent init (cfg.init) from the first training images, before the average copies the weights.
+        init_from_data(model, to_input(train_images[:INIT_IMAGES], device), cfg.init)
     # With ema_decay, the weight average is what is evaluated, selected and returned; training steps the raw
     # weights as usual.
     ema = WeightEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -416,7 +435,7 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
             "train_loss_cnt": tr["train_loss_cnt"], "train_loss_aux": tr["train_loss_aux"],
             "val_loss": ev["loss"], "val_loss_cls": ev["loss_cls"], "val_loss_cnt": ev["loss_cnt"],
             "val_top1": ev["top1_accuracy"], "val_rmse": ev["rmse"], "val_mae": ev["mae"],
-            "val_count_top1": ev["count_decoded_accuracy"],
+            "val_count_top1": ev["count_decoded_accuracy"], "val_live_units": ev["live_units"],
             "lr": tr["lr"], "seconds": time.perf_counter() - t_epoch,
         }
         improved = stopper.step(row[stopper.monitor], epoch, evaluated)

@@ -77,3 +77,31 @@ def describe(model: ShapeCountNet) -> str:
         lines.append(f"  {name:<9} {count_parameters(getattr(model, name)):>12,}")
     lines.append(f"  {'total':<9} {count_parameters(model):>12,}")
     return "\n".join(lines) + "\n"
+
+
+@torch.no_grad()
+def init_from_data(model: ShapeCountNet, x: torch.Tensor, mode: str) -> None:
+    """Data-dependent initialisation of the backbone's five layers, in order, from a batch x of training images.
+
+    With PyTorch's default init every input of Linear(50176, 256) is a non-negative ReLU output, so a unit's
+    pre-activation is dominated by its offset (w . mean input), not by what varies between images: about a
+    fifth of the 256 units start dead on every image and the rest nearly always on, and dead ReLUs get no
+    gradient to recover. "centre" sets each layer's bias so that every channel/unit's pre-activation has median
+    0 over the batch (it fires on half of it); "lsuv" also scales each channel/unit's weights to unit std first
+    (layer-sequential unit-variance init, Mishkin and Matas 2016). "default" leaves PyTorch's init."""
+    if mode == "default":
+        return
+    h = x
+    for layer in model.backbone:
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            pre = layer(h)
+            per_unit = pre.transpose(0, 1).reshape(pre.shape[1], -1)  # (channels or units, samples)
+            if mode == "lsuv":
+                std = (per_unit - per_unit.mean(1, keepdim=True)).std(1).clamp(min=1e-8)
+                shape = (-1,) + (1,) * (layer.weight.dim() - 1)
+                layer.weight.div_(std.view(shape))
+                layer.bias.div_(std)
+                pre = layer(h)
+                per_unit = pre.transpose(0, 1).reshape(pre.shape[1], -1)
+            layer.bias.sub_(per_unit.median(1).values)
+        h = layer(h)

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from shapecount.data import GSNData
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_loss_cls", "train_loss_cnt", "train_loss_aux", "val_loss", "val_loss_cls",
-                   "val_loss_cnt", "val_top1", "val_rmse", "val_mae", "val_count_top1", "lr", "seconds"]
+                   "val_loss_cnt", "val_top1", "val_rmse", "val_mae", "val_count_top1", "val_live_units", "lr",
+                   "seconds"]
 PRED_TYPE_COLS = tuple(f"pred_{t}" for t in labels.TYPES)
 PRED_COLUMNS = (["name", *labels.TYPES, "true_class", "pred_class", *PRED_TYPE_COLS]
                 + ["pred_class_from_counts", "confidence"])
