@@ -253,7 +253,7 @@ def cmd_evaluate(args) -> int:
 
     m = experiments.evaluate_checkpoint(args.checkpoint, data.load_gsn(args.data), args.out, args.force, args.device)
     print(json.dumps({k: m[k] for k in ("top1_accuracy", "macro_f1", "pair_accuracy", "rmse", "mae",
-                                        "count_decoded_accuracy")}, indent=2))
+                                        "count_decoded_accuracy", "live_units")}, indent=2))
     return 0
 
 

@@ -83,6 +83,7 @@ def final_metrics(model, cfg: Config, val: GSNData, device) -> tuple[dict, tuple
     metrics = {k: v for k, v in final.items()}
     metrics["single_view"] = {k: single[k] for k in ("loss", "top1_accuracy", "macro_f1", "pair_accuracy",
                                                       "rmse", "mae", "count_decoded_accuracy")}
+    metrics["live_units"] = single["live_units"]  # of the single view: each image once
     metrics["tta"] = cfg.tta
     metrics["n_val"] = len(val)
     return metrics, outputs
