@@ -77,7 +77,7 @@ def make_optimizer(model: nn.Module, cfg, extra: nn.Module | None = None) -> tor
     # Fused Adam does the update of all 12.9 M parameters in one kernel: the same maths, a large share of a
     # CPU step saved (see `shapecount bench`). `extra`: a training-only module optimised alongside.
     # The backbone's Linear(50176, 256) gets its own lr (cfg.fc_lr_scale; see config.py for why).
-    fc = [p for p in model.backbone[CONV_LAYERS:].parameters()]
+    fc = list(model.backbone[CONV_LAYERS:].parameters())
     fc_ids = {id(p) for p in fc}
     rest = [p for p in model.parameters() if id(p) not in fc_ids]
     rest += list(extra.parameters()) if extra is not None else []
