@@ -158,6 +158,16 @@ def test_fc_lr_scale_gives_the_big_linear_layer_its_own_lr():
     assert math.isclose(lrs[1] / lrs[0], 0.05)  # the schedule scales both groups alike
 
 
+def test_fc_share_trains_the_shared_weight_at_lr_over_784_and_keeps_the_bias_lr():
+    cfg = make_config("multitask", "fast", {"fc_share": 1.0, "fc_lr_scale": 2.0})
+    model = build_model(cfg)
+    by_param = {id(p): g["lr"] for g in engine.make_optimizer(model, cfg).param_groups for p in g["params"]}
+    fc = model.backbone[9]
+    assert math.isclose(by_param[id(fc.weight)], cfg.lr * 2.0 / 784)
+    assert by_param[id(fc.bias)] == cfg.lr * 2.0
+    assert len(by_param) == len(list(model.parameters()))
+
+
 def test_evaluate_counts_the_live_units():
     cfg = make_config("multitask", "fast", {"eval_batch_size": 7})  # 3 batches: units are gathered over all
     model = build_model(cfg)
@@ -177,6 +187,7 @@ def test_init_and_fc_lr_scale_are_validated():
     import pytest
 
     from shapecount.config import ConfigError
-    for bad, msg in (({"init": "xavier"}, "init must be one of"), ({"fc_lr_scale": 0.0}, "fc_lr_scale must be")):
+    for bad, msg in (({"init": "xavier"}, "init must be one of"), ({"fc_lr_scale": 0.0}, "fc_lr_scale must be"),
+                     ({"fc_share": 1.5}, "fc_share must be in")):
         with pytest.raises(ConfigError, match=msg):
             make_config("multitask", "fast", bad)

@@ -100,3 +100,31 @@ def test_lsuv_init_gives_unit_std_and_default_changes_nothing():
     assert torch.allclose(pre.std(0), torch.ones(256), atol=1e-3)
     assert torch.allclose(pre.median(0).values, torch.zeros(256), atol=1e-4)
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items() if "head" in k)  # heads untouched
+
+
+def test_shared_positions_stay_shared_under_adam_and_partial_sharing_shrinks_what_differs():
+    from shapecount.model import FC_POSITIONS, init_shared, shared_gradient
+    torch.manual_seed(0)
+    m = ShapeCountNet(head_hidden=32, head_dropout1=0, head_dropout2=0)
+    fc = m.backbone[9]
+    init_shared(fc)
+    per_pos = fc.weight.detach().view(256, 64, FC_POSITIONS).clone()
+    assert torch.equal(per_pos, per_pos[:, :, :1].expand_as(per_pos))  # one weight per (unit, channel)
+    assert per_pos.std() > 0  # but not the same for all of them
+    handle = fc.weight.register_hook(shared_gradient(1.0))
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    x = _images(16)
+    for _ in range(3):
+        log_probs, counts = m(x)
+        (-log_probs[:, 0].mean() + counts.pow(2).mean()).backward()
+        opt.step()
+        opt.zero_grad()
+    after = fc.weight.detach().view(256, 64, FC_POSITIONS)
+    assert not torch.equal(after, per_pos)  # it trained
+    assert torch.equal(after, after[:, :, :1].expand_as(after))  # and stayed shared
+    handle.remove()
+    g = torch.randn(256, 64 * FC_POSITIONS)
+    half = shared_gradient(0.5)(g).view(256, 64, FC_POSITIONS)
+    g3 = g.view(256, 64, FC_POSITIONS)
+    assert torch.allclose(half.mean(2), g3.mean(2), atol=1e-5)  # the shared part is kept
+    assert torch.allclose(half - half.mean(2, keepdim=True), 0.5 * (g3 - g3.mean(2, keepdim=True)), atol=1e-5)

@@ -35,6 +35,11 @@ class Config:
     # counts the live ones). A smaller factor keeps more alive but slows the layer: measured, top-1 is lower at
     # 4 and 12 epochs (docs/ablation.md), so no recipe uses it.
     fc_lr_scale: float = 1.0
+    # position sharing of Linear(50176, 256) in training: 0 = off; s > 0 starts each unit's weights equal over the
+    # 784 positions and scales the position-dependent part of their gradient by 1 - s (1 = global sum pooling
+    # throughout; model.shared_gradient). The delivered layer has the same shape either way. Measured: the model
+    # learns more slowly and each step costs about 30% more (docs/ablation.md), so no recipe uses it.
+    fc_share: float = 0.0
     # initialisation of the backbone: default (PyTorch's), centre or lsuv (data-dependent, model.init_from_data)
     init: str = "default"
     weight_decay: float = 0.0
@@ -111,6 +116,7 @@ def validate(cfg: Config) -> None:
     need(cfg.cls_weight > 0 or cfg.lambda_cnt > 0, "at least one of cls_weight, lambda_cnt must be > 0")
     need(cfg.lr > 0, f"lr must be > 0, got {cfg.lr}")
     need(cfg.init in INITS, f"init must be one of {', '.join(INITS)}, got {cfg.init!r}")
+    need(0 <= cfg.fc_share <= 1, f"fc_share must be in [0, 1], got {cfg.fc_share}")
     need(cfg.fc_lr_scale > 0, f"fc_lr_scale must be > 0, got {cfg.fc_lr_scale}")
     need(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
     need(cfg.batch_size >= 1 and cfg.eval_batch_size >= 1, "batch sizes must be >= 1")

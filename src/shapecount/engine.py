@@ -24,7 +24,14 @@ from shapecount.ema import WeightEma
 from shapecount.errors import NonFiniteOutputError
 from shapecount.losses import anchor_loss, anchor_maps, multitask_loss
 from shapecount.metrics import compute_metrics
-from shapecount.model import CONV_LAYERS, init_from_data, make_anchor_head
+from shapecount.model import (
+    CONV_LAYERS,
+    FC_POSITIONS,
+    init_from_data,
+    init_shared,
+    make_anchor_head,
+    shared_gradient,
+)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -82,6 +89,12 @@ def make_optimizer(model: nn.Module, cfg, extra: nn.Module | None = None) -> tor
     rest = [p for p in model.parameters() if id(p) not in fc_ids]
     rest += list(extra.parameters()) if extra is not None else []
     groups = [{"params": rest}, {"params": fc, "lr": cfg.lr * cfg.fc_lr_scale}]
+    if cfg.fc_share > 0:
+        # A weight shared over the 784 positions moves the output 784 times as much per step as one that is not:
+        # at lr / 784 Adam trains it as it would train average pooling + Linear(64, 256) at lr.
+        weight = model.backbone[CONV_LAYERS + 1].weight
+        groups[1]["params"] = [p for p in fc if p is not weight]
+        groups.append({"params": [weight], "lr": cfg.lr * cfg.fc_lr_scale / FC_POSITIONS})
     return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
@@ -386,7 +399,11 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
     # Training only: the anchor head teaches the convolutions where each shape is (synthetic images carry the
     # points); it is not part of the returned model.
     anchor_head = make_anchor_head(cfg.aux_kernel).to(device) if cfg.aux_anchor > 0 else None
+    fc_layer = model.backbone[CONV_LAYERS + 1]
+    share_hook = fc_layer.weight.register_hook(shared_gradient(cfg.fc_share)) if cfg.fc_share > 0 else None
     if resume is None:
+        if cfg.fc_share > 0:
+            init_shared(fc_layer)
         # Data-dependent init (cfg.init) from the first training images, before the average copies the weights.
         init_from_data(model, to_input(train_images[:INIT_IMAGES], device), cfg.init)
     # With ema_decay, the weight average is what is evaluated, selected and returned; training steps the raw
@@ -448,6 +465,8 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
                                            "scaler": scaler.state_dict() if scaler is not None else {}})
         if stopper.should_stop:
             break
+    if share_hook is not None:
+        share_hook.remove()
     stopper.restore(model)  # the best epoch's weights (its weight average, with ema)
     return {"history": history, "best_epoch": stopper.best_epoch, "epochs": len(history),
             "optimizer": optimizer, "train_seconds": time.perf_counter() - t0, "monitor": stopper.monitor,

@@ -79,6 +79,35 @@ def describe(model: ShapeCountNet) -> str:
     return "\n".join(lines) + "\n"
 
 
+FC_POSITIONS = 28 * 28
+
+
+@torch.no_grad()
+def init_shared(fc: nn.Linear) -> None:
+    """Position-shared init of Linear(50176, 256): each unit's weight on a channel is the same at all 784 positions,
+    i.e. the layer starts as global average pooling followed by PyTorch's default init of a Linear(64, 256)."""
+    units, inputs = fc.weight.shape
+    channels = inputs // FC_POSITIONS
+    bound = channels ** -0.5
+    w = torch.empty(units, channels, 1).uniform_(-bound, bound) / FC_POSITIONS
+    fc.weight.copy_(w.expand(units, channels, FC_POSITIONS).reshape(units, inputs))
+
+
+def shared_gradient(share: float):
+    """A gradient hook for Linear(50176, 256)'s weight: keeps the mean over the 784 positions of each (unit,
+    channel) gradient and scales what differs between positions by 1 - share. share=1 trains the layer as global
+    sum pooling + Linear(64, 256) (weights that start equal over positions stay equal, also under Adam, whose
+    per-element update is then equal too); the layer keeps its shape and its 12.8 M parameters."""
+    keep = 1.0 - share
+
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        g = grad.view(grad.shape[0], -1, FC_POSITIONS)
+        mean = g.mean(2, keepdim=True)
+        out = mean.expand_as(g) if keep == 0 else torch.lerp(mean.expand_as(g), g, keep)
+        return out.reshape(grad.shape)
+    return hook
+
+
 @torch.no_grad()
 def init_from_data(model: ShapeCountNet, x: torch.Tensor, mode: str) -> None:
     """Data-dependent initialisation of the backbone's five layers, in order, from a batch x of training images.
