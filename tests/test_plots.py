@@ -141,3 +141,11 @@ def test_curves_name_the_images_they_were_measured_on(tmp_path: Path, monkeypatc
     plots.make_run_plots(tmp_path / "plain")
     assert ylabels == ["held-out (100 train images) top-1 accuracy", "held-out (100 train images) count RMSE",
                        "validation top-1 accuracy", "validation count RMSE"]
+    legends = []
+    real_save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: legends.append(
+        [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]) or real_save(fig, path))
+    plots.make_run_plots(tmp_path / "ho")
+    top1_legend = next(lg for lg in legends if any("top-1" in t for t in lg))
+    assert top1_legend[0].startswith("held-out (100 train images) top-1 accuracy (max ")
+    assert not any("val_" in t for lg in legends for t in lg)  # no column names that say validation

@@ -125,7 +125,7 @@ def plot_metric(hist: Mapping[str, np.ndarray], col: str, path: Path, title: str
     y = hist.get(col, np.full(len(ep), np.nan))
     fig = new_figure(figsize=(6.4, 4.0))
     ax = fig.subplots()
-    lab = col
+    lab = ylabel  # names the images measured on (a history's val_* columns are held-out images with a holdout)
     if np.any(np.isfinite(y)):
         best = int(np.nanargmax(y) if "top1" in col else np.nanargmin(y))
         lab += f" ({'max' if 'top1' in col else 'min'} {y[best]:.3f} at epoch {ep[best]:g})"
@@ -136,7 +136,7 @@ def plot_metric(hist: Mapping[str, np.ndarray], col: str, path: Path, title: str
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"{title}: {ylabel} per epoch" + (f"\n{note}" if note else ""), fontsize=11)
+    ax.set_title(f"{title}, per epoch" + (f"\n{note}" if note else ""), fontsize=11)  # the metric: y label
     return save_figure(fig, path)
 
 
