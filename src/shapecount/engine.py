@@ -27,6 +27,7 @@ from shapecount.metrics import compute_metrics
 from shapecount.model import (
     CONV_LAYERS,
     FC_POSITIONS,
+    big_linear,
     init_from_data,
     init_shared,
     make_anchor_head,
@@ -92,7 +93,7 @@ def make_optimizer(model: nn.Module, cfg, extra: nn.Module | None = None) -> tor
     if cfg.fc_share > 0:
         # A weight shared over the 784 positions moves the output 784 times as much per step as one that is not:
         # at lr / 784 Adam trains it as it would train average pooling + Linear(64, 256) at lr.
-        weight = model.backbone[CONV_LAYERS + 1].weight
+        weight = big_linear(model).weight
         groups[1]["params"] = [p for p in fc if p is not weight]
         groups.append({"params": [weight], "lr": cfg.lr * cfg.fc_lr_scale / FC_POSITIONS})
     return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
@@ -399,7 +400,7 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
     # Training only: the anchor head teaches the convolutions where each shape is (synthetic images carry the
     # points); it is not part of the returned model.
     anchor_head = make_anchor_head(cfg.aux_kernel).to(device) if cfg.aux_anchor > 0 else None
-    fc_layer = model.backbone[CONV_LAYERS + 1]
+    fc_layer = big_linear(model)
     share_hook = fc_layer.weight.register_hook(shared_gradient(cfg.fc_share)) if cfg.fc_share > 0 else None
     if resume is None:
         if cfg.fc_share > 0:

@@ -82,6 +82,11 @@ def describe(model: ShapeCountNet) -> str:
 FC_POSITIONS = 28 * 28
 
 
+def big_linear(model: ShapeCountNet) -> nn.Linear:
+    """The backbone's Linear(50176, 256), after the convolutions and Flatten."""
+    return model.backbone[CONV_LAYERS + 1]
+
+
 @torch.no_grad()
 def init_shared(fc: nn.Linear) -> None:
     """Position-shared init of Linear(50176, 256): each unit's weight on a channel is the same at all 784 positions,
