@@ -70,3 +70,40 @@ def test_error_structure_from_predictions(tmp_path):
     assert "Where the errors are" in md and "| a | 0.250 | 0.250 | 0.250 | 0.125 |" in md
     (run / "predictions.csv").write_text("garbage\n1,2\n")  # unreadable: n/a, no failure
     assert ablation.error_structure(run / "predictions.csv") == {}
+
+
+def test_top1_by_overlap_with_an_audit(tmp_path, capsys):
+    import torch
+
+    from shapecount import labels as L
+    from shapecount import synth
+    from shapecount.exact import overlap
+
+    g = torch.Generator().manual_seed(5)
+    counts = synth.sample_labels(10, g)
+    types, centres = synth.sample_shapes(counts, g)
+    audit, rows = tmp_path / "audit", []
+    for i in range(10):
+        witness = [f"{L.TYPE_SINGULAR[int(t)]}@{int(r)},{int(c)}" for t, (r, c) in zip(types[i], centres[i])]
+        label = L.counts_to_class(counts[i].tolist())
+        rows.append({"name": f"img_{i}.png", "label": label, "unknown": False, "nodes": 1, "ms": 0.1,
+                     "feasible": {str(label): {"p": 1.0, "witness": witness}}})
+    audit.mkdir()
+    (audit / "witnesses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (audit / "summary.json").write_text(json.dumps({"n_images": 10}))
+    shares = overlap.decidable_overlaps({r["name"]: r for r in rows})
+    least = sorted(shares, key=shares.get)[:2]  # the first group of 5: right there, wrong everywhere else
+    root = tmp_path / "root"
+    run = root / "a" / "s1"
+    _run(run, 1, 0.2, 0.5)
+    wrong = [0, 0, 0, 0, 0, 0]
+    _preds(run, [(c.tolist(), L.counts_to_class(c.tolist()) if f"img_{i}.png" in least else 0, wrong)
+                 for i, c in enumerate(counts)])
+    assert main(["ablation", str(root), "--audit", str(audit)]) == 0
+    md = (root / "ablation.md").read_text()
+    assert "Top-1 on the 10 decidable validation images, in 5 groups" in md
+    assert "| a | 1.000 | 0.000 | 0.000 | 0.000 | 0.000 |" in md
+    capsys.readouterr()
+    assert main(["ablation", str(root), "--audit", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no audit" in err[0] and "shapecount audit --split val" in err[0]

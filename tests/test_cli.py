@@ -156,6 +156,7 @@ def test_reproduce_quick_end_to_end(synth_gsn, tmp_path):
     md = (out / "report.md").read_text()
     assert "### Against the exact-decoding ceiling" in md and "exact decoding, MAP (ceiling)" in md
     assert "Against the exact decoder:" in md
+    assert "#### Top-1 by how much the shapes overlap" in md and "overlap 0." in md
 
 
 @pytest.mark.slow

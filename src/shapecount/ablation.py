@@ -2,7 +2,9 @@
 
 Layout: ROOT/<setting>/<seed run>/ (run folders written by `shapecount train`). Reads only metrics.json,
 config.json and predictions.csv; prints two Markdown tables (the metrics, then where the errors are) and writes
-ROOT/ablation.md and ROOT/ablation.json. The first setting in sorted order, or the one named by --baseline, is the
+ROOT/ablation.md and ROOT/ablation.json. With an audit of the validation images (`shapecount audit --split val
+--out DIR`), a third table gives top-1 on the decidable images by how much their shapes overlap
+(`exact.overlap`). The first setting in sorted order, or the one named by --baseline, is the
 reference whose config the others are compared with.
 """
 
@@ -16,6 +18,8 @@ import numpy as np
 
 from shapecount import fileio, runfolder
 from shapecount import labels as L
+from shapecount.exact import overlap
+from shapecount.exact.audit import read_audit
 from shapecount.mdtable import md_table
 from shapecount.metrics import error_split
 
@@ -29,7 +33,43 @@ ERROR_COLUMNS = [("wrong type pair", "err_pair"), ("right pair, split off by 1",
                  *((f"MAE {t}", f"mae_{t}") for t in L.TYPES)]
 
 
-def _load(run: Path) -> tuple[dict, dict] | None:
+OVERLAP_BINS = 5
+
+
+class OverlapGroups:
+    """The decidable validation images of an audit, in OVERLAP_BINS groups of equal size by overlap share."""
+
+    def __init__(self, audit_dir: Path) -> None:
+        from shapecount.errors import UserError
+
+        audit = read_audit(audit_dir)
+        if audit is None:
+            raise UserError(audit_dir, "holds no audit (summary.json and witnesses.jsonl)",
+                            "write one with `shapecount audit --split val --out DIR`")
+        self.shares = overlap.decidable_overlaps({r["name"]: r for r in audit.rows})
+        if len(self.shares) < OVERLAP_BINS:
+            raise UserError(audit_dir, f"decides only {len(self.shares)} images, too few to group",
+                            "audit the validation split")
+        self.edges = overlap.bin_edges(self.shares, OVERLAP_BINS)
+
+    def names(self) -> list[str]:
+        return [f"top-1, overlap {g['lo']:.2f}-{g['hi']:.2f}"
+                for g in overlap.top1_by_overlap(self.shares, self.edges, {})]
+
+    def of_run(self, run: Path, class_head: bool) -> dict[str, float]:
+        """{"ov_<group>": top-1} from the run's predictions.csv; empty when it is missing or covers none of the
+        audited images."""
+        try:
+            preds = runfolder.load_predictions(run)
+            pred = runfolder.effective_pred_class(preds, class_head)
+        except (OSError, KeyError, ValueError):
+            return {}
+        correct = overlap.correct_by_name(preds["name"], pred, preds["true_class"])
+        groups = overlap.top1_by_overlap(self.shares, self.edges, correct)
+        return {f"ov_{i}": g["top1"] for i, g in enumerate(groups) if g["top1"] is not None}
+
+
+def _load(run: Path, groups: OverlapGroups | None = None) -> tuple[dict, dict] | None:
     m, c = run / "metrics.json", run / "config.json"
     if not (m.is_file() and c.is_file()):
         return None
@@ -37,7 +77,10 @@ def _load(run: Path) -> tuple[dict, dict] | None:
     for k, v in (metrics.get("single_view") or {}).items():
         metrics[f"sv_{k}"] = v
     cfg = json.loads(c.read_text())
-    metrics.update(error_structure(run / "predictions.csv", runfolder.head_flags(cfg, metrics)[0]))
+    class_head = runfolder.head_flags(cfg, metrics)[0]
+    metrics.update(error_structure(run / "predictions.csv", class_head))
+    if groups is not None:
+        metrics.update(groups.of_run(run, class_head))
     return metrics, cfg
 
 
@@ -61,13 +104,13 @@ def error_structure(path: Path, class_head: bool = True) -> dict[str, float]:
     return out
 
 
-def summarize(root: Path, baseline: str | None = None) -> list[dict]:
+def summarize(root: Path, baseline: str | None = None, groups: OverlapGroups | None = None) -> list[dict]:
     settings = sorted(p for p in root.iterdir() if p.is_dir())
     if baseline:
         settings.sort(key=lambda p: p.name != baseline)
     rows, ref_cfg = [], None
     for s in settings:
-        runs = [r for r in (_load(p) for p in sorted(s.iterdir()) if p.is_dir()) if r]
+        runs = [r for r in (_load(p, groups) for p in sorted(s.iterdir()) if p.is_dir()) if r]
         if not runs:
             continue
         cfg = runs[0][1]
@@ -76,7 +119,8 @@ def summarize(root: Path, baseline: str | None = None) -> list[dict]:
                "changes": {k: v for k, v in cfg.items() if k not in IGNORED and ref_cfg.get(k) != v},
                "epochs": statistics.fmean(r[0]["epochs"] for r in runs),
                "minutes": statistics.fmean(r[0].get("runtime_s", 0.0) for r in runs) / 60}
-        for _, key in COLUMNS + ERROR_COLUMNS:
+        keys = [k for _, k in COLUMNS + ERROR_COLUMNS] + [f"ov_{i}" for i in range(OVERLAP_BINS if groups else 0)]
+        for key in keys:
             vals = [r[0][key] for r in runs if r[0].get(key) is not None]
             row[key] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0) if vals else None
         rows.append(row)
@@ -88,7 +132,7 @@ def _mean_std(r: dict, key: str) -> str:
     return "n/a" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}" if r["n"] > 1 else f"{v[0]:.3f}"
 
 
-def to_markdown(rows: list[dict]) -> str:
+def to_markdown(rows: list[dict], groups: OverlapGroups | None = None) -> str:
     head = ["setting", "seeds", *[c for c, _ in COLUMNS], "epochs", "min/run", "differs from the first row in"]
     body = [[r["setting"], ",".join(map(str, r["seeds"])), *(_mean_std(r, key) for _, key in COLUMNS),
              f"{r['epochs']:.0f}", f"{r['minutes']:.1f}",
@@ -96,20 +140,32 @@ def to_markdown(rows: list[dict]) -> str:
     errors = [[r["setting"], *(_mean_std(r, key) for _, key in ERROR_COLUMNS)] for r in rows]
     return "\n".join([md_table(head, body), "",
                       "Where the errors are (fraction of the validation images; count MAE of the count head, per type):",
-                      "", md_table(["setting", *[c for c, _ in ERROR_COLUMNS]], errors)]) + "\n"
+                      "", md_table(["setting", *[c for c, _ in ERROR_COLUMNS]], errors)]
+                     + _overlap_markdown(rows, groups)) + "\n"
 
 
-def write_summary(root: Path, baseline: str | None = None) -> str:
-    """Summarize ROOT, write ROOT/ablation.md and ROOT/ablation.json; returns the Markdown."""
+def _overlap_markdown(rows: list[dict], groups: OverlapGroups | None) -> list[str]:
+    if groups is None:
+        return []
+    body = [[r["setting"], *(_mean_std(r, f"ov_{i}") for i in range(OVERLAP_BINS))] for r in rows]
+    return ["", (f"Top-1 on the {len(groups.shares)} decidable validation images, in {OVERLAP_BINS} groups of equal "
+                 "size by overlap share (of the pixels the shapes of the label's witness cover, the share covered "
+                 "by two or more; exact.overlap):"), "", md_table(["setting", *groups.names()], body)]
+
+
+def write_summary(root: Path, baseline: str | None = None, audit: Path | None = None) -> str:
+    """Summarize ROOT, write ROOT/ablation.md and ROOT/ablation.json; returns the Markdown. audit: a folder
+    written by `shapecount audit --split val --out`, for the table by overlap."""
     from shapecount.errors import UserError
 
     if not root.is_dir():
         raise UserError(root, "no such folder", "pass the folder holding one sub-folder per setting")
-    rows = summarize(root, baseline)
+    groups = OverlapGroups(audit) if audit is not None else None
+    rows = summarize(root, baseline, groups)
     if not rows:
         raise UserError(root, "no finished runs (metrics.json + config.json) under its sub-folders",
                         "train runs into ROOT/<setting>/<seed>/ first")
-    md = to_markdown(rows)
+    md = to_markdown(rows, groups)
     fileio.write_text(root / "ablation.md", md)
     fileio.write_json(root / "ablation.json", rows)
     return md

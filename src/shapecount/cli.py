@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     ab = sub.add_parser("ablation", help="mean +- std over seeds of every setting under ROOT, and error structure")
     ab.add_argument("root", type=Path, help="folder with ROOT/<setting>/<seed>/ run folders")
     ab.add_argument("--baseline", help="setting (sub-folder) to compare the others with")
+    ab.add_argument("--audit", type=Path, metavar="DIR",
+                    help="an audit of the validation images (`audit --split val --out DIR`): adds top-1 by overlap")
 
     de = sub.add_parser("decode", help="joint decoding (class x count likelihood) of runs vs the plain argmax")
     _data_arg(de)
@@ -325,7 +327,7 @@ def cmd_solve(args) -> int:
 def cmd_ablation(args) -> int:
     from shapecount import ablation
 
-    sys.stdout.write(ablation.write_summary(args.root, args.baseline))
+    sys.stdout.write(ablation.write_summary(args.root, args.baseline, args.audit))
     return 0
 
 

@@ -40,6 +40,11 @@ def row_of(name: str, label: int, d: Decoding, ms: float) -> dict:
                          for k in d.classes}}
 
 
+def is_decidable(row: dict) -> bool:
+    """The label is the only feasible class of an audit record (and the search finished)."""
+    return not row["unknown"] and list(row["feasible"]) == [str(row["label"])]
+
+
 def map_class(row: dict) -> str | None:
     """The most probable feasible class of an audit record (as its string id; ties: lowest id), else None."""
     f = row["feasible"]
@@ -108,8 +113,7 @@ class Audit:
 
     def decidable(self) -> np.ndarray:
         """Bool per image: the label is the only feasible class (and the search finished)."""
-        return np.array([not r["unknown"] and len(r["feasible"]) == 1 and str(r["label"]) in r["feasible"]
-                         for r in self.rows])
+        return np.array([is_decidable(r) for r in self.rows])
 
 
 def _key(images: np.ndarray, classes: np.ndarray, node_limit: int) -> str:
@@ -209,6 +213,21 @@ def write_audit(audit: Audit, out: Path) -> None:
     fileio.write_csv(out / "audit.csv", CSV_COLUMNS, csv_rows(audit.rows))
     fileio.write_text(out / "witnesses.jsonl", "".join(json.dumps(r) + "\n" for r in audit.rows))
     fileio.write_json(out / "summary.json", audit.summary)
+
+
+def read_audit(folder: Path) -> Audit | None:
+    """The audit `write_audit` wrote into folder (summary.json and witnesses.jsonl), or None when the folder
+    does not hold a readable one."""
+    folder = Path(folder)
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        with open(folder / "witnesses.jsonl", encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        if not all(isinstance(r, dict) and "name" in r and "feasible" in r for r in rows):
+            return None
+    except (OSError, ValueError):
+        return None
+    return Audit(rows, summary)
 
 
 def format_summary(s: dict) -> str:

@@ -7,7 +7,6 @@ Reads OUT/audit/summary.json and OUT/audit/witnesses.jsonl (written by `shapecou
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ import numpy as np
 
 from shapecount import fileio
 from shapecount import labels as L
-from shapecount.exact.audit import map_class
+from shapecount.exact import overlap
+from shapecount.exact.audit import is_decidable, map_class, read_audit
 from shapecount.mdtable import md_table
 from shapecount.report.runs import Run
 from shapecount.report.tables import fmt
@@ -29,24 +29,9 @@ COLOUR_NAMES = ("red", "blue", "green", "purple", "orange", "brown")
 
 
 def load_audit(out: Path) -> dict[str, Any] | None:
-    """{"summary": summary.json, "rows": {image name: audit row}} or None when the folder has no audit."""
-    d = Path(out) / AUDIT_DIR
-    try:
-        summary = json.loads((d / "summary.json").read_text(encoding="utf-8"))
-        rows = {}
-        with open(d / "witnesses.jsonl", encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    r = json.loads(line)
-                    rows[r["name"]] = r
-    except (OSError, ValueError, KeyError):
-        return None
-    return {"summary": summary, "rows": rows}
-
-
-def decidable(row: dict) -> bool:
-    """The label is the only class the pixels allow (and the search finished)."""
-    return not row["unknown"] and list(row["feasible"]) == [str(row["label"])]
+    """{"summary": summary.json, "rows": {image name: audit record}} of OUT/audit, or None when there is none."""
+    audit = read_audit(Path(out) / AUDIT_DIR)
+    return None if audit is None else {"summary": audit.summary, "rows": {r["name"]: r for r in audit.rows}}
 
 
 def split_accuracy(run: Run, audit: dict[str, Any]) -> dict[str, Any] | None:
@@ -62,7 +47,7 @@ def split_accuracy(run: Run, audit: dict[str, Any]) -> dict[str, Any] | None:
     names = [n for n, k in zip(names, keep) if k]
     pred = np.asarray(run.pred_class())[keep]
     true = np.asarray(p["true_class"])[keep]
-    dec = np.array([decidable(rows[n]) for n in names])
+    dec = np.array([is_decidable(rows[n]) for n in names])
     ok = pred == true
     wrong = [(n, int(t), int(q)) for n, t, q, d, o in zip(names, true, pred, dec, ok) if d and not o]
     return {"n_dec": int(dec.sum()), "acc_dec": float(ok[dec].mean()) if dec.any() else float("nan"),
@@ -81,7 +66,7 @@ def summary_line(audit: dict[str, Any]) -> str:
 
 def ceiling_table(runs: list[Run], rows: list[dict], audit: dict[str, Any]) -> list[str]:
     s = audit["summary"]
-    amb = [r for r in audit["rows"].values() if not decidable(r)]
+    amb = [r for r in audit["rows"].values() if not is_decidable(r)]
     amb_ok = sum(1 for r in amb if map_class(r) == str(r["label"]))
     body = [["exact decoding, MAP (ceiling)", fmt(s["map_accuracy"]), "1.000",
              fmt(amb_ok / len(amb)) if amb else "n/a", "0", str(len(amb) - amb_ok)]]
@@ -102,19 +87,38 @@ def ceiling_table(runs: list[Run], rows: list[dict], audit: dict[str, Any]) -> l
              "decidable accuracy is 1 by definition; on the ambiguous images it takes the most probable class."), ""]
 
 
-def _witness_masks(row: dict, cls: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
-    """The image (XOR of the witness shapes) and each witness shape's type and pixel mask."""
-    import torch
+def run_correct(run: Run) -> dict[str, bool] | None:
+    """Whether the run's class is right, per validation image name (None without predictions)."""
+    p = run.preds
+    if p is None:
+        return None
+    return overlap.correct_by_name(p["name"], run.pred_class(), p["true_class"])
 
-    from shapecount import synth
 
-    shapes = [w.rsplit("@", 1) for w in row["feasible"][str(cls)]["witness"]]
-    kinds = [L.TYPE_SINGULAR.index(t) for t, _ in shapes]
-    anchors = [tuple(int(v) for v in a.split(",")) for _, a in shapes]
-    if not kinds:
-        return np.zeros((28, 28), dtype=bool), []
-    masks = synth.draw(torch.tensor(kinds).view(-1, 1), torch.tensor(anchors).view(-1, 1, 2)).numpy() > 0
-    return np.logical_xor.reduce(masks, axis=0), list(zip(kinds, masks))
+def overlap_table(runs: list[Run], audit: dict[str, Any], bins: int = 5) -> list[str]:
+    """Each run's top-1 on the decidable images, in groups of equal size by how much their shapes overlap."""
+    shares = overlap.decidable_overlaps(audit["rows"])
+    if len(shares) < bins:
+        return []
+    edges = overlap.bin_edges(shares, bins)
+    body = []
+    for r in runs:
+        correct = run_correct(r)
+        if correct is None:
+            continue
+        groups = overlap.top1_by_overlap(shares, edges, correct)
+        if sum(g["n"] for g in groups):
+            body.append([r.label, *(fmt(g["top1"]) if g["top1"] is not None else "n/a" for g in groups)])
+    if not body:
+        return []
+    head = ["", *(f"overlap {g['lo']:.2f}-{g['hi']:.2f}" for g in overlap.top1_by_overlap(shares, edges, {}))]
+    return ["#### Top-1 by how much the shapes overlap", "",
+            (f"The {len(shares)} decidable images in {bins} groups of equal size by their overlap share: of the "
+             "pixels the shapes of the label's witness cover, the share covered by two or more (XOR keeps only "
+             "their parity, so the shapes there hide one another). The exact decoder is right on all of them. "
+             "Errors that come from shapes hiding one another gather in the last groups; those in the first group "
+             "are on images whose shapes barely overlap."), "",
+            md_table(head, body), ""]
 
 
 def plot_decidable_errors(run: Run, audit: dict[str, Any], path: Path, k: int = 12) -> Path | None:
@@ -132,7 +136,7 @@ def plot_decidable_errors(run: Run, audit: dict[str, Any], path: Path, k: int = 
     for ax in axes.flat:
         ax.axis("off")
     for ax, (name, t, q) in zip(axes.flat, wrong):
-        ink, shapes = _witness_masks(audit["rows"][name], t)
+        ink, shapes = overlap.witness_masks(audit["rows"][name], t)
         ax.imshow(ink, cmap="gray", vmin=0, vmax=1.6, interpolation="nearest")
         for kind, m in shapes:  # each shape's outline between pixels, so the ink stays readable
             ax.contour(m.astype(float), levels=[0.5], colors=[TYPE_COLOURS[kind]], linewidths=1.2)

@@ -1,0 +1,84 @@
+"""How much the shapes of an image hide one another, measured on the exact decoder's witness placement, and a
+model's top-1 by that amount.
+
+A witness of an image's class is a placement of its 10 shapes that redraws the image exactly (`audit`). Where
+two or more shapes cover a pixel, XOR keeps only their parity, so the shapes there hide one another. The overlap
+share of an image is the part of the pixels covered by any shape that are covered by two or more. Grouping the
+decidable images (the pixels allow one class only) by it separates errors that come from what the shapes hide
+from errors a model makes on images where every shape is plain to see.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from shapecount import labels as L
+from shapecount import synth
+from shapecount.exact.audit import is_decidable
+
+
+def witness_shapes(row: dict, cls: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """The types (labels.TYPES index) and anchors (row, col) of the witness of class `cls` in an audit record
+    (witness strings look like "up-triangle@2,19")."""
+    shapes = [w.rsplit("@", 1) for w in row["feasible"][str(cls)]["witness"]]
+    kinds = [L.TYPE_SINGULAR.index(t) for t, _ in shapes]
+    anchors = [(int(a.split(",")[0]), int(a.split(",")[1])) for _, a in shapes]
+    return kinds, anchors
+
+
+def witness_masks(row: dict, cls: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """The image the witness of class `cls` draws (the XOR of its shapes) and each shape's type and pixel mask
+    (clipped at the border, as the image is)."""
+    kinds, anchors = witness_shapes(row, cls)
+    if not kinds:
+        return np.zeros((synth.SIDE, synth.SIDE), dtype=bool), []
+    masks = synth.draw(torch.tensor(kinds).view(-1, 1), torch.tensor(anchors).view(-1, 1, 2)).numpy() > 0
+    return np.logical_xor.reduce(masks, axis=0), list(zip(kinds, masks))
+
+
+def overlap_share(masks: np.ndarray) -> float:
+    """Of the pixels covered by at least one of the shapes (bool (K, H, W)), the share covered by two or more."""
+    cover = np.asarray(masks, dtype=np.int32).sum(0)
+    union = int((cover >= 1).sum())
+    return float((cover >= 2).sum()) / union if union else 0.0
+
+
+def decidable_overlaps(rows: dict[str, dict]) -> dict[str, float]:
+    """Overlap share of every decidable image of an audit ({name: record}), from its label's witness."""
+    out = {}
+    for name, row in rows.items():
+        if is_decidable(row):
+            _, shapes = witness_masks(row, int(row["label"]))
+            out[name] = overlap_share(np.stack([m for _, m in shapes])) if shapes else 0.0
+    return out
+
+
+def bin_edges(overlaps: dict[str, float], bins: int = 5) -> np.ndarray:
+    """Quantile edges that split the images into `bins` groups of (nearly) equal size; the first edge is the
+    smallest share and the last the largest."""
+    return np.quantile(np.fromiter(overlaps.values(), dtype=float), np.linspace(0, 1, bins + 1))
+
+
+def bin_of(share: float, edges: np.ndarray) -> int:
+    """Index of the group a share falls in (the last group includes its upper edge)."""
+    return int(min(max(np.searchsorted(edges, share, side="right") - 1, 0), len(edges) - 2))
+
+
+def correct_by_name(names, pred, true) -> dict[str, bool]:
+    """{image name: whether the predicted class is the true one}, the input of top1_by_overlap."""
+    return {str(n): bool(q == t) for n, q, t in zip(names, np.asarray(pred), np.asarray(true))}
+
+
+def top1_by_overlap(overlaps: dict[str, float], edges: np.ndarray, correct: dict[str, bool]) -> list[dict]:
+    """Per overlap group: its share range, how many of the run's images fall in it and the run's top-1 there
+    (None when none does). `correct` maps image names to whether the run's class was right; names the audit
+    does not cover, or does not decide, are left out."""
+    hits = [[0, 0] for _ in range(len(edges) - 1)]
+    for name, ok in correct.items():
+        if name in overlaps:
+            h = hits[bin_of(overlaps[name], edges)]
+            h[0] += int(bool(ok))
+            h[1] += 1
+    return [{"lo": float(edges[i]), "hi": float(edges[i + 1]), "n": n, "top1": k / n if n else None}
+            for i, (k, n) in enumerate(hits)]
