@@ -101,9 +101,23 @@ def test_top1_by_overlap_with_an_audit(tmp_path, capsys):
                  for i, c in enumerate(counts)])
     assert main(["ablation", str(root), "--audit", str(audit)]) == 0
     md = (root / "ablation.md").read_text()
-    assert "Top-1 on the 10 decidable validation images, in 5 groups" in md
-    assert "| a | 1.000 | 0.000 | 0.000 | 0.000 | 0.000 |" in md
+    assert md.splitlines()[2].startswith("| exact decoding, MAP (ceiling) |  | 1.000 | n/a |")
+    assert "top-1 decidable (10) | top-1 ambiguous (0)" in md
+    assert "| exact decoding, MAP (ceiling) | 1.000 | n/a | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 |" in md
+    assert "| a | 0.200 | n/a | 1.000 | 0.000 | 0.000 | 0.000 | 0.000 |" in md
     capsys.readouterr()
     assert main(["ablation", str(root), "--audit", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds no audit" in err[0] and "shapecount audit --split val" in err[0]
+
+
+def test_configs_written_before_a_key_existed_show_no_false_difference(tmp_path):
+    from shapecount.config import make_config
+
+    full = {k: v for k, v in make_config("multitask", "best").to_dict().items() if k != "seed"}
+    old = {k: v for k, v in full.items() if k not in ("init", "fc_share", "amp")} | {"bf16": full["amp"]}
+    _run(tmp_path / "a_new" / "s1", 1, 0.8, 0.3, **full)
+    _run(tmp_path / "b_old" / "s1", 1, 0.8, 0.3, **old)
+    _run(tmp_path / "c_changed" / "s1", 1, 0.8, 0.3, **(old | {"lambda_cnt": 10.0}))
+    rows = {r["setting"]: r for r in ablation.summarize(tmp_path)}
+    assert rows["b_old"]["changes"] == {} and rows["c_changed"]["changes"] == {"lambda_cnt": 10.0}

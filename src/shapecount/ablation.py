@@ -19,7 +19,7 @@ import numpy as np
 from shapecount import fileio, runfolder
 from shapecount import labels as L
 from shapecount.exact import overlap
-from shapecount.exact.audit import read_audit
+from shapecount.exact.audit import map_class, read_audit
 from shapecount.mdtable import md_table
 from shapecount.metrics import error_split
 
@@ -36,8 +36,9 @@ ERROR_COLUMNS = [("wrong type pair", "err_pair"), ("right pair, split off by 1",
 OVERLAP_BINS = 5
 
 
-class OverlapGroups:
-    """The decidable validation images of an audit, in OVERLAP_BINS groups of equal size by overlap share."""
+class AuditView:
+    """A run's top-1 against an audit of the validation images: on the images the exact decoder decides, on the
+    ambiguous ones, and on the decidable ones in OVERLAP_BINS groups of equal size by overlap share."""
 
     def __init__(self, audit_dir: Path) -> None:
         from shapecount.errors import UserError
@@ -46,37 +47,66 @@ class OverlapGroups:
         if audit is None:
             raise UserError(audit_dir, "holds no audit (summary.json and witnesses.jsonl)",
                             "write one with `shapecount audit --split val --out DIR`")
-        self.shares = overlap.decidable_overlaps({r["name"]: r for r in audit.rows})
+        self.rows = {r["name"]: r for r in audit.rows}
+        self.shares = overlap.decidable_overlaps(self.rows)
         if len(self.shares) < OVERLAP_BINS:
             raise UserError(audit_dir, f"decides only {len(self.shares)} images, too few to group",
                             "audit the validation split")
         self.edges = overlap.bin_edges(self.shares, OVERLAP_BINS)
+        self.n_amb = len(self.rows) - len(self.shares)
 
-    def names(self) -> list[str]:
-        return [f"top-1, overlap {g['lo']:.2f}-{g['hi']:.2f}"
-                for g in overlap.top1_by_overlap(self.shares, self.edges, {})]
+    def group_names(self) -> list[str]:
+        return [f"overlap {g['lo']:.2f}-{g['hi']:.2f}" for g in overlap.top1_by_overlap(self.shares, self.edges, {})]
+
+    def ceiling(self) -> dict[str, float | None]:
+        """The exact decoder's own row: its MAP class is right on every decidable image by definition."""
+        amb = [r for n, r in self.rows.items() if n not in self.shares]
+        out: dict[str, float | None] = {f"ov_{i}": 1.0 for i in range(OVERLAP_BINS)}
+        out["dec_top1"] = 1.0
+        out["amb_top1"] = (sum(map_class(r) == str(r["label"]) for r in amb) / len(amb)) if amb else None
+        out["top1_accuracy"] = sum(map_class(r) == str(r["label"]) for r in self.rows.values()) / len(self.rows)
+        return out
 
     def of_run(self, run: Path, class_head: bool) -> dict[str, float]:
-        """{"ov_<group>": top-1} from the run's predictions.csv; empty when it is missing or covers none of the
-        audited images."""
+        """{"dec_top1", "amb_top1", "ov_<group>": top-1} from the run's predictions.csv; empty when it is missing,
+        a key missing when the run covers none of its images."""
         try:
             preds = runfolder.load_predictions(run)
             pred = runfolder.effective_pred_class(preds, class_head)
         except (OSError, KeyError, ValueError):
             return {}
         correct = overlap.correct_by_name(preds["name"], pred, preds["true_class"])
-        groups = overlap.top1_by_overlap(self.shares, self.edges, correct)
-        return {f"ov_{i}": g["top1"] for i, g in enumerate(groups) if g["top1"] is not None}
+        out = {f"ov_{i}": g["top1"] for i, g in enumerate(overlap.top1_by_overlap(self.shares, self.edges, correct))
+               if g["top1"] is not None}
+        for key, keep in (("dec_top1", lambda n: n in self.shares), ("amb_top1", lambda n: n not in self.shares)):
+            hits = [ok for n, ok in correct.items() if n in self.rows and keep(n)]
+            if hits:
+                out[key] = sum(hits) / len(hits)
+        return out
 
 
-def _load(run: Path, groups: OverlapGroups | None = None) -> tuple[dict, dict] | None:
+AUDIT_KEYS = ("dec_top1", "amb_top1", *(f"ov_{i}" for i in range(OVERLAP_BINS)))
+
+
+def _with_defaults(cfg: dict) -> dict:
+    """A run's config with the keys added since it was written filled in with their defaults (and renamed keys
+    under their new names), so that only real differences show; as written when it is not a full config."""
+    from shapecount.config import ConfigError, config_from_dict
+
+    try:
+        return config_from_dict(cfg).to_dict() | {"seed": cfg.get("seed")}
+    except (ConfigError, TypeError):
+        return cfg
+
+
+def _load(run: Path, groups: AuditView | None = None) -> tuple[dict, dict] | None:
     m, c = run / "metrics.json", run / "config.json"
     if not (m.is_file() and c.is_file()):
         return None
     metrics = json.loads(m.read_text())
     for k, v in (metrics.get("single_view") or {}).items():
         metrics[f"sv_{k}"] = v
-    cfg = json.loads(c.read_text())
+    cfg = _with_defaults(json.loads(c.read_text()))
     class_head = runfolder.head_flags(cfg, metrics)[0]
     metrics.update(error_structure(run / "predictions.csv", class_head))
     if groups is not None:
@@ -104,7 +134,7 @@ def error_structure(path: Path, class_head: bool = True) -> dict[str, float]:
     return out
 
 
-def summarize(root: Path, baseline: str | None = None, groups: OverlapGroups | None = None) -> list[dict]:
+def summarize(root: Path, baseline: str | None = None, groups: AuditView | None = None) -> list[dict]:
     settings = sorted(p for p in root.iterdir() if p.is_dir())
     if baseline:
         settings.sort(key=lambda p: p.name != baseline)
@@ -119,7 +149,7 @@ def summarize(root: Path, baseline: str | None = None, groups: OverlapGroups | N
                "changes": {k: v for k, v in cfg.items() if k not in IGNORED and ref_cfg.get(k) != v},
                "epochs": statistics.fmean(r[0]["epochs"] for r in runs),
                "minutes": statistics.fmean(r[0].get("runtime_s", 0.0) for r in runs) / 60}
-        keys = [k for _, k in COLUMNS + ERROR_COLUMNS] + [f"ov_{i}" for i in range(OVERLAP_BINS if groups else 0)]
+        keys = [k for _, k in COLUMNS + ERROR_COLUMNS] + list(AUDIT_KEYS if groups else ())
         for key in keys:
             vals = [r[0][key] for r in runs if r[0].get(key) is not None]
             row[key] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0) if vals else None
@@ -132,11 +162,15 @@ def _mean_std(r: dict, key: str) -> str:
     return "n/a" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}" if r["n"] > 1 else f"{v[0]:.3f}"
 
 
-def to_markdown(rows: list[dict], groups: OverlapGroups | None = None) -> str:
+def to_markdown(rows: list[dict], groups: AuditView | None = None) -> str:
     head = ["setting", "seeds", *[c for c, _ in COLUMNS], "epochs", "min/run", "differs from the first row in"]
     body = [[r["setting"], ",".join(map(str, r["seeds"])), *(_mean_std(r, key) for _, key in COLUMNS),
              f"{r['epochs']:.0f}", f"{r['minutes']:.1f}",
              ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "(reference)"] for r in rows]
+    if groups is not None:  # what the pixels allow, on top
+        ceiling = f"{groups.ceiling()['top1_accuracy']:.3f}"
+        body.insert(0, ["exact decoding, MAP (ceiling)", "", ceiling, *["n/a"] * (len(COLUMNS) - 1), "", "",
+                        "knows the generator's rules"])
     errors = [[r["setting"], *(_mean_std(r, key) for _, key in ERROR_COLUMNS)] for r in rows]
     return "\n".join([md_table(head, body), "",
                       "Where the errors are (fraction of the validation images; count MAE of the count head, per type):",
@@ -144,13 +178,19 @@ def to_markdown(rows: list[dict], groups: OverlapGroups | None = None) -> str:
                      + _overlap_markdown(rows, groups)) + "\n"
 
 
-def _overlap_markdown(rows: list[dict], groups: OverlapGroups | None) -> list[str]:
+def _overlap_markdown(rows: list[dict], groups: AuditView | None) -> list[str]:
     if groups is None:
         return []
-    body = [[r["setting"], *(_mean_std(r, f"ov_{i}") for i in range(OVERLAP_BINS))] for r in rows]
-    return ["", (f"Top-1 on the {len(groups.shares)} decidable validation images, in {OVERLAP_BINS} groups of equal "
-                 "size by overlap share (of the pixels the shapes of the label's witness cover, the share covered "
-                 "by two or more; exact.overlap):"), "", md_table(["setting", *groups.names()], body)]
+    ceiling = groups.ceiling()
+    top = ["exact decoding, MAP (ceiling)", *("n/a" if ceiling[k] is None else f"{ceiling[k]:.3f}" for k in AUDIT_KEYS)]
+    body = [top, *([r["setting"], *(_mean_std(r, k) for k in AUDIT_KEYS)] for r in rows)]
+    head = ["setting", f"top-1 decidable ({len(groups.shares)})", f"top-1 ambiguous ({groups.n_amb})",
+            *(f"top-1, {n}" for n in groups.group_names())]
+    return ["", (f"Against the exact decoder (`shapecount audit`; its MAP class is right on "
+                 f"{ceiling['top1_accuracy']:.3f} of the audited images): top-1 on the images it decides and on the "
+                 f"ambiguous ones, and on the decidable ones in {OVERLAP_BINS} groups of equal size by overlap share "
+                 "(of the pixels the shapes of the label's witness cover, the share covered by two or more; "
+                 "exact.overlap):"), "", md_table(head, body)]
 
 
 def write_summary(root: Path, baseline: str | None = None, audit: Path | None = None) -> str:
@@ -160,7 +200,7 @@ def write_summary(root: Path, baseline: str | None = None, audit: Path | None = 
 
     if not root.is_dir():
         raise UserError(root, "no such folder", "pass the folder holding one sub-folder per setting")
-    groups = OverlapGroups(audit) if audit is not None else None
+    groups = AuditView(audit) if audit is not None else None
     rows = summarize(root, baseline, groups)
     if not rows:
         raise UserError(root, "no finished runs (metrics.json + config.json) under its sub-folders",
