@@ -158,6 +158,26 @@ def test_fc_lr_scale_gives_the_big_linear_layer_its_own_lr():
     assert math.isclose(lrs[1] / lrs[0], 0.05)  # the schedule scales both groups alike
 
 
+def test_conv_lr_scale_gives_the_convolutions_their_own_lr_and_only_then_a_group():
+    plain = make_config("multitask", "fast")
+    assert len(engine.make_optimizer(build_model(plain), plain).param_groups) == 2  # the layout older runs saved
+    cfg = make_config("multitask", "fast", {"conv_lr_scale": 3.0, "fc_lr_scale": 0.5})
+    model = build_model(cfg)
+    opt = engine.make_optimizer(model, cfg)
+    by_param = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert len(by_param) == len(list(model.parameters()))  # every parameter once
+    for name, p in model.named_parameters():
+        layer = int(name.split(".")[1]) if name.startswith("backbone.") else None
+        want = cfg.lr * (3.0 if layer is not None and layer < 8 else 0.5 if layer == 9 else 1.0)
+        assert math.isclose(by_param[id(p)], want), name
+    sched = engine.make_scheduler(opt, cfg, steps_per_epoch=5)
+    for _ in range(7):
+        opt.step()
+        sched.step()
+    lrs = [g["lr"] for g in opt.param_groups]
+    assert math.isclose(lrs[2] / lrs[0], 3.0) and math.isclose(lrs[1] / lrs[0], 0.5)
+
+
 def test_fc_share_trains_the_shared_weight_at_lr_over_784_and_keeps_the_bias_lr():
     cfg = make_config("multitask", "fast", {"fc_share": 1.0, "fc_lr_scale": 2.0})
     model = build_model(cfg)
@@ -188,6 +208,6 @@ def test_init_and_fc_lr_scale_are_validated():
 
     from shapecount.config import ConfigError
     for bad, msg in (({"init": "xavier"}, "init must be one of"), ({"fc_lr_scale": 0.0}, "fc_lr_scale must be"),
-                     ({"fc_share": 1.5}, "fc_share must be in")):
+                     ({"fc_share": 1.5}, "fc_share must be in"), ({"conv_lr_scale": -1.0}, "conv_lr_scale must be")):
         with pytest.raises(ConfigError, match=msg):
             make_config("multitask", "fast", bad)

@@ -151,9 +151,9 @@ def test_sigkill_mid_run_then_resume_matches(tiny, uninterrupted, tmp_path):
 
 def test_data_init_and_fc_lr_resume_exactly(tiny, uninterrupted, tmp_path, monkeypatch):
     data = load_gsn(str(tiny), progress=False)
-    conf = cfg(init="lsuv", fc_lr_scale=0.1, fc_share=0.5, epochs=3)
+    conf = cfg(init="lsuv", fc_lr_scale=0.1, fc_share=0.5, conv_lr_scale=3.0, epochs=3)
     experiments.run_experiment(conf, data, tmp_path / "a", progress=False)
     run_interrupted(conf, data, tmp_path / "r", monkeypatch, epoch=2)
     experiments.run_experiment(conf, data, tmp_path / "r", progress=False, resume=True)
-    same_run(tmp_path / "a", tmp_path / "r")  # three lr groups, the sharing hook and the initialised weights come back exactly
+    same_run(tmp_path / "a", tmp_path / "r")  # four lr groups, the sharing hook and the initialised weights come back exactly
     assert history(tmp_path / "a")[0] != history(uninterrupted)[0]  # the init and the lr changed training

@@ -35,6 +35,9 @@ class Config:
     # counts the live ones). A smaller factor keeps more alive but slows the layer: measured, top-1 is lower at
     # 4 and 12 epochs (docs/ablation.md), so no recipe uses it.
     fc_lr_scale: float = 1.0
+    # lr multiplier of the four convolutions (their 24,000 weights shape every feature the big layer reads; at
+    # the recipes' lr they learn more slowly than the rest, docs/ablation.md "The convolutions' learning rate").
+    conv_lr_scale: float = 1.0
     # position sharing of Linear(50176, 256) in training: 0 = off; s > 0 starts each unit's weights equal over the
     # 784 positions and scales the position-dependent part of their gradient by 1 - s (1 = global sum pooling
     # throughout; model.shared_gradient). The delivered layer has the same shape either way. Measured: the model
@@ -118,6 +121,7 @@ def validate(cfg: Config) -> None:
     need(cfg.init in INITS, f"init must be one of {', '.join(INITS)}, got {cfg.init!r}")
     need(0 <= cfg.fc_share <= 1, f"fc_share must be in [0, 1], got {cfg.fc_share}")
     need(cfg.fc_lr_scale > 0, f"fc_lr_scale must be > 0, got {cfg.fc_lr_scale}")
+    need(cfg.conv_lr_scale > 0, f"conv_lr_scale must be > 0, got {cfg.conv_lr_scale}")
     need(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
     need(cfg.batch_size >= 1 and cfg.eval_batch_size >= 1, "batch sizes must be >= 1")
     need(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")

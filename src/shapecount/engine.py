@@ -84,10 +84,13 @@ def to_input(images_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
 def make_optimizer(model: nn.Module, cfg, extra: nn.Module | None = None) -> torch.optim.Optimizer:
     # Fused Adam does the update of all 12.9 M parameters in one kernel: the same maths, a large share of a
     # CPU step saved (see `shapecount bench`). `extra`: a training-only module optimised alongside.
-    # The backbone's Linear(50176, 256) gets its own lr (cfg.fc_lr_scale; see config.py for why).
+    # The backbone's Linear(50176, 256) gets its own lr (cfg.fc_lr_scale; see config.py for why), and so do the
+    # convolutions when cfg.conv_lr_scale differs from 1 (a group of their own only then: the optimizer state
+    # of a run that does not use it keeps its layout, so such runs resume as before).
     fc = list(model.backbone[CONV_LAYERS:].parameters())
-    fc_ids = {id(p) for p in fc}
-    rest = [p for p in model.parameters() if id(p) not in fc_ids]
+    conv = list(model.backbone[:CONV_LAYERS].parameters()) if cfg.conv_lr_scale != 1 else []
+    own = {id(p) for p in fc + conv}
+    rest = [p for p in model.parameters() if id(p) not in own]
     rest += list(extra.parameters()) if extra is not None else []
     groups = [{"params": rest}, {"params": fc, "lr": cfg.lr * cfg.fc_lr_scale}]
     if cfg.fc_share > 0:
@@ -96,6 +99,8 @@ def make_optimizer(model: nn.Module, cfg, extra: nn.Module | None = None) -> tor
         weight = big_linear(model).weight
         groups[1]["params"] = [p for p in fc if p is not weight]
         groups.append({"params": [weight], "lr": cfg.lr * cfg.fc_lr_scale / FC_POSITIONS})
+    if conv:
+        groups.append({"params": conv, "lr": cfg.lr * cfg.conv_lr_scale})
     return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
