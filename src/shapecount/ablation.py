@@ -19,7 +19,7 @@ import numpy as np
 from shapecount import fileio, runfolder
 from shapecount import labels as L
 from shapecount.exact import overlap
-from shapecount.exact.audit import map_class, read_audit
+from shapecount.exact.audit import map_right, read_audit
 from shapecount.mdtable import md_table
 from shapecount.metrics import error_split
 
@@ -63,8 +63,8 @@ class AuditView:
         amb = [r for n, r in self.rows.items() if n not in self.shares]
         out: dict[str, float | None] = {f"ov_{i}": 1.0 for i in range(OVERLAP_BINS)}
         out["dec_top1"] = 1.0
-        out["amb_top1"] = (sum(map_class(r) == str(r["label"]) for r in amb) / len(amb)) if amb else None
-        out["top1_accuracy"] = sum(map_class(r) == str(r["label"]) for r in self.rows.values()) / len(self.rows)
+        out["amb_top1"] = sum(map(map_right, amb)) / len(amb) if amb else None
+        out["top1_accuracy"] = sum(map(map_right, self.rows.values())) / len(self.rows)
         return out
 
     def of_run(self, run: Path, class_head: bool) -> dict[str, float]:

@@ -51,6 +51,11 @@ def map_class(row: dict) -> str | None:
     return max(sorted(f, key=int), key=lambda k: f[k]["p"]) if f else None
 
 
+def map_right(row: dict) -> bool:
+    """The record's most probable class is its label (what the exact decoder's MAP guess gets right)."""
+    return map_class(row) == str(row["label"])
+
+
 # ---- worker processes -----------------------------------------------------------------------------------
 
 _WORKER: dict = {}
@@ -143,7 +148,7 @@ def summarize(rows: list[dict], seconds: float, jobs: int, node_limit: int, spli
     label_ok = [str(r["label"]) in r["feasible"] for r in decided]
     infeasible = [r for r, ok in zip(decided, label_ok) if not ok]
     maxp = [max((v["p"] for v in r["feasible"].values()), default=0.0) for r in decided]
-    map_ok = [map_class(r) == str(r["label"]) for r in decided]
+    map_ok = [map_right(r) for r in decided]
     ms = np.array([r["ms"] for r in rows]) if rows else np.zeros(1)
     return {
         "split": split, "n_images": n,

@@ -15,7 +15,7 @@ import numpy as np
 from shapecount import fileio
 from shapecount import labels as L
 from shapecount.exact import overlap
-from shapecount.exact.audit import is_decidable, map_class, read_audit
+from shapecount.exact.audit import is_decidable, map_right, read_audit
 from shapecount.mdtable import md_table
 from shapecount.report.runs import Run
 from shapecount.report.tables import fmt
@@ -67,7 +67,7 @@ def summary_line(audit: dict[str, Any]) -> str:
 def ceiling_table(runs: list[Run], rows: list[dict], audit: dict[str, Any]) -> list[str]:
     s = audit["summary"]
     amb = [r for r in audit["rows"].values() if not is_decidable(r)]
-    amb_ok = sum(1 for r in amb if map_class(r) == str(r["label"]))
+    amb_ok = sum(map(map_right, amb))
     body = [["exact decoding, MAP (ceiling)", fmt(s["map_accuracy"]), "1.000",
              fmt(amb_ok / len(amb)) if amb else "n/a", "0", str(len(amb) - amb_ok)]]
     for r, row in zip(runs, rows):
