@@ -13,6 +13,10 @@ from PIL import Image
 
 from shapecount import labels as L
 
+# A chosen thread count: training commands then never pick fewer threads because something else is running
+# (cli._threads_beside_others), so runs compared with each other use the same count whatever the load.
+os.environ.setdefault("OMP_NUM_THREADS", str(__import__("torch").get_num_threads()))
+
 HEADER = "name,squares,circles,up,right,down,left"
 
 

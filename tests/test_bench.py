@@ -71,3 +71,24 @@ def test_dataset_transform_recomputes_class(gsn_dir: Path) -> None:
         assert torch.equal(x, d.images[i].float().div(255).flip(-1).unsqueeze(0))
         assert c == L.counts_to_class(L.permute_counts(d.counts[i], L.HFLIP).tolist())
         assert n.tolist() == L.permute_counts(d.counts[i], L.HFLIP).float().tolist()
+
+
+def test_contention_rows_compare_each_setting_with_its_own_and_the_defaults_quiet_speed(monkeypatch):
+    calls = []
+
+    def fake_child(source, steps, batch, bf16, policy):  # quiet first, then beside the busy process
+        calls.append(policy)
+        quiet = len(calls) % 2 == 1
+        one = policy.get("OMP_NUM_THREADS") == "1"
+        return (800.0 if one else 1200.0) if quiet else (760.0 if one else 400.0)
+
+    monkeypatch.setattr(bench, "_throughput_child", fake_child)
+    res = bench.bench_contention("data", 5, 8, bf16=False)
+    assert len(calls) == 2 * len(bench.WAIT_POLICIES) and set(res) == set(bench.WAIT_POLICIES)
+    one = next(c for name, c in res.items() if name.startswith("1 thread"))
+    assert one["share"] == pytest.approx(760 / 800) and one["share_of_default_quiet"] == pytest.approx(760 / 1200)
+    assert res[bench.DEFAULT_POLICY]["share_of_default_quiet"] == pytest.approx(400 / 1200)
+    table = bench.format_table({"ours": {}, "eval": {}, "contention": res, "dataset_load_s": 0.1, "threads": 2,
+                                "torch": "x", "steps": 5, "batch": 8, "kernels": {}, "gemm_peak_gflops": {"fp32": 1, "bf16": 1},
+                                "flops_per_image": {"train": 1}})
+    assert "63% of the default's" in table

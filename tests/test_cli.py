@@ -200,3 +200,25 @@ def test_joint_decoding_tool_on_holdout_runs(tiny, trained, tmp_path, capsys):
     assert main(["decode", str(trained), "--data", str(tiny)]) == 2  # selected on the validation images: refused
     err = capsys.readouterr().err.strip()
     assert "trained without a holdout" in err and "\n" not in err
+
+
+def test_train_beside_a_busy_process_uses_fewer_threads_and_says_so(tiny, tmp_path, monkeypatch, capsys):
+    import torch
+
+    from shapecount import runtime
+    if torch.get_num_threads() < 2:
+        pytest.skip("needs two threads to have one to give up")
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(runtime, "busy_elsewhere", lambda seconds=0.2: float(before) - 1)
+    argv = ["train", "--data", str(tiny), "--recipe", "quick", "--epochs", "1", "--set", "limit_train=32",
+            "--no-progress"]
+    try:
+        assert main([*argv, "--out", str(tmp_path / "auto")]) == 0
+        assert json.loads((tmp_path / "auto" / "config.json").read_text())["threads"] == 1
+        assert "training with 1 thread" in capsys.readouterr().err
+        assert main([*argv, "--threads", "2", "--out", str(tmp_path / "chosen")]) == 0  # a choice is kept
+        assert json.loads((tmp_path / "chosen" / "config.json").read_text())["threads"] == 2
+        assert "training with" not in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)

@@ -208,6 +208,7 @@ def test_init_and_fc_lr_scale_are_validated():
 
     from shapecount.config import ConfigError
     for bad, msg in (({"init": "xavier"}, "init must be one of"), ({"fc_lr_scale": 0.0}, "fc_lr_scale must be"),
-                     ({"fc_share": 1.5}, "fc_share must be in"), ({"conv_lr_scale": -1.0}, "conv_lr_scale must be")):
+                     ({"fc_share": 1.5}, "fc_share must be in"), ({"conv_lr_scale": -1.0}, "conv_lr_scale must be"),
+                     ({"relu_leak": 1.0}, "relu_leak must be in"), ({"relu_leak_until": 0.0}, "relu_leak_until must")):
         with pytest.raises(ConfigError, match=msg):
             make_config("multitask", "fast", bad)

@@ -128,3 +128,26 @@ def test_shared_positions_stay_shared_under_adam_and_partial_sharing_shrinks_wha
     g3 = g.view(256, 64, FC_POSITIONS)
     assert torch.allclose(half.mean(2), g3.mean(2), atol=1e-5)  # the shared part is kept
     assert torch.allclose(half - half.mean(2, keepdim=True), 0.5 * (g3 - g3.mean(2, keepdim=True)), atol=1e-5)
+
+
+def test_training_leak_is_relu_in_evaluation_and_leaves_the_network_as_it_was():
+    from shapecount.model import leaky_in_training
+    model = build_model(make_config("multitask", "fast"))
+    x = (torch.rand(4, 1, 28, 28) > 0.6).float()
+    keys = list(model.state_dict())
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+    with leaky_in_training(model) as leaky:
+        assert len(leaky) == 5 and not any(isinstance(m, nn.ReLU) for m in model.backbone)
+        for m in leaky:
+            m.slope = 0.3
+        with torch.no_grad():
+            assert all(torch.equal(a, b) for a, b in zip(model(x), before))  # evaluation: exactly ReLU
+            model.train()
+            z = torch.full((3,), -2.0)
+            assert torch.equal(leaky[0](z), z * 0.3)  # training: negative inputs pass times the slope
+            leaky[0].slope = 0.0
+            assert torch.equal(leaky[0](z), torch.zeros(3))
+        assert list(model.state_dict()) == keys  # no parameters or buffers of its own
+    assert [type(m) for m in model.backbone] == [type(m) for m in build_model(make_config()).backbone]

@@ -149,11 +149,24 @@ def test_sigkill_mid_run_then_resume_matches(tiny, uninterrupted, tmp_path):
     same_run(uninterrupted, out)
 
 
-def test_data_init_and_fc_lr_resume_exactly(tiny, uninterrupted, tmp_path, monkeypatch):
+def test_data_init_lr_groups_and_relu_leak_resume_exactly(tiny, uninterrupted, tmp_path, monkeypatch):
     data = load_gsn(str(tiny), progress=False)
-    conf = cfg(init="lsuv", fc_lr_scale=0.1, fc_share=0.5, conv_lr_scale=3.0, epochs=3)
+    # relu_leak_until=1: the slope is still falling when the run is resumed (it follows the step count)
+    conf = cfg(init="lsuv", fc_lr_scale=0.1, fc_share=0.5, conv_lr_scale=3.0, relu_leak=0.2, relu_leak_until=1.0,
+               epochs=3)
     experiments.run_experiment(conf, data, tmp_path / "a", progress=False)
     run_interrupted(conf, data, tmp_path / "r", monkeypatch, epoch=2)
     experiments.run_experiment(conf, data, tmp_path / "r", progress=False, resume=True)
-    same_run(tmp_path / "a", tmp_path / "r")  # four lr groups, the sharing hook and the initialised weights come back exactly
+    same_run(tmp_path / "a", tmp_path / "r")  # four lr groups, the sharing hook, the leak and the initialised weights come back exactly
     assert history(tmp_path / "a")[0] != history(uninterrupted)[0]  # the init and the lr changed training
+
+
+def test_resume_without_threads_keeps_the_thread_count_the_run_started_with(tiny, tmp_path, monkeypatch):
+    data = load_gsn(str(tiny), progress=False)
+    before = torch.get_num_threads()
+    try:
+        run_interrupted(cfg(threads=1, epochs=2), data, tmp_path / "r", monkeypatch, epoch=2)
+        experiments.run_experiment(cfg(threads=0, epochs=2), data, tmp_path / "r", progress=False, resume=True)
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["threads"] == 1

@@ -65,3 +65,24 @@ def test_bf16_measured_where_flags_are_unknown(monkeypatch):
     monkeypatch.setattr(runtime, "cpu_flags", lambda: None)
     monkeypatch.setattr(runtime, "_bf16_gemm_faster", lambda: False)
     assert runtime.use_bf16(True, torch.device("cpu")) is False
+
+
+@pytest.mark.parametrize("busy, threads, want", [(0.0, 2, 2), (0.4, 2, 2), (0.6, 2, 1), (1.0, 2, 1), (3.0, 2, 1),
+                                                 (1.0, 8, 7), (0.0, 1, 1)])
+def test_one_thread_fewer_per_busy_core(busy, threads, want):
+    assert runtime.threads_beside(busy, threads) == want
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads /proc/stat (Linux)")
+def test_busy_elsewhere_sees_another_busy_process_and_not_itself():
+    x = torch.randn(256, 256)
+    t = __import__("time").monotonic()
+    while __import__("time").monotonic() - t < 0.2:  # this process busy: not counted as elsewhere
+        x @ x
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        __import__("time").sleep(0.2)
+        assert runtime.busy_elsewhere(0.5) > 0.5
+    finally:
+        hog.kill()
+        hog.wait()

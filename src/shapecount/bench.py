@@ -223,7 +223,10 @@ WAIT_POLICIES = {
     "spin 300k (OpenMP default)": {"GOMP_SPINCOUNT": "300000"},
     "spin 10k (shapecount)": {},
     "passive (no spin)": {"OMP_WAIT_POLICY": "PASSIVE"},
+    # what `train` and `reproduce` choose when they start beside busy cores (cli._threads_beside_others)
+    "1 thread, spin 10k (shapecount beside a busy process)": {"OMP_NUM_THREADS": "1"},
 }
+DEFAULT_POLICY = "spin 10k (shapecount)"
 
 
 def _throughput_child(source: str, steps: int, batch: int, bf16: bool, policy: dict[str, str]) -> float:
@@ -241,8 +244,9 @@ def _throughput_child(source: str, steps: int, batch: int, bf16: bool, policy: d
 
 def bench_contention(source: str, steps: int, batch: int, bf16: bool) -> dict:
     """Training throughput quiet and while one busy single-threaded process (a stand-in for whatever else runs
-    on a laptop) shares the cores, for each OpenMP wait policy; `share` = busy / quiet (a fair share of 2
-    cores against 1 busy thread is 50%)."""
+    on a laptop) shares the cores, for each OpenMP wait policy and thread count; `share` = busy / quiet of the
+    same setting, `share_of_default_quiet` = busy / quiet of shapecount's default (a fair share of 2 cores
+    against 1 busy thread is 50%)."""
     out = {}
     for name, policy in WAIT_POLICIES.items():
         quiet = _throughput_child(source, steps, batch, bf16, policy)
@@ -253,6 +257,8 @@ def bench_contention(source: str, steps: int, batch: int, bf16: bool) -> dict:
             hog.kill()
             hog.wait()
         out[name] = {"quiet": quiet, "busy": busy, "share": busy / quiet}
+    for c in out.values():  # against what training with all threads does on a quiet machine
+        c["share_of_default_quiet"] = c["busy"] / out[DEFAULT_POLICY]["quiet"]
     return out
 
 
@@ -330,8 +336,9 @@ def format_table(res: dict) -> str:
     for name, e in res["eval"].items():
         lines.append(f"eval {name}: {e['seconds_1000']:.3f} s per 1000 images ({e['images_per_s']:.0f} img/s)")
     for name, c in res.get("contention", {}).items():
-        lines.append(f"contention, wait policy {name}: quiet {c['quiet']:.0f} img/s, beside one busy process "
-                     f"{c['busy']:.0f} img/s = {100 * c['share']:.0f}% of quiet")
+        lines.append(f"contention, {name}: quiet {c['quiet']:.0f} img/s, beside one busy process "
+                     f"{c['busy']:.0f} img/s = {100 * c['share']:.0f}% of its quiet, "
+                     f"{100 * c['share_of_default_quiet']:.0f}% of the default's")
     lines.append(f"cached dataset load: {res['dataset_load_s']:.2f} s")
     st = res.get("startup", {})
     if "start_to_first_step_s" in st:

@@ -16,7 +16,9 @@ from shapecount.runfolder import json_safe
 CHECKPOINT_FORMAT = "shapecount-checkpoint-v1"
 RESUME_FORMAT = "shapecount-resume-v1"
 RESUME_FILE = "last.pt"
-# Fields that may differ between an interrupted run and its resumption: they do not change the maths on CPU.
+# Fields that may differ between an interrupted run and its resumption: they do not change what is computed. The
+# thread count changes the order of parallel sums, so the last bits of the results (and, compounded over
+# training, more): a resume without --threads therefore keeps the count the run was started with.
 RUNTIME_FIELDS = ("device", "threads")
 # The keys engine.capture_state writes; a resume state without them is not one this version can continue.
 STATE_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng_torch", "rng_gen", "stopper", "history")

@@ -231,10 +231,36 @@ def cmd_config(args) -> int:
     return 0
 
 
+def _threads_beside_others(args, device_name: str | None) -> dict:
+    """Unless the thread count is chosen (--threads, or OMP_NUM_THREADS in the environment) or the run resumes
+    (it keeps the count it was started with): if other processes keep cores busy, train with fewer threads, and
+    say so. The count goes into config.json."""
+    import os
+
+    from shapecount import engine, runtime
+
+    if (args.threads is not None or os.environ.get("OMP_NUM_THREADS") or args.resume
+            or engine.pick_device(device_name or "auto").type != "cpu"):
+        return {}
+    import torch
+
+    threads = torch.get_num_threads()
+    busy = runtime.busy_elsewhere() if threads > 1 else None
+    if busy is None or runtime.threads_beside(busy, threads) == threads:
+        return {}
+    n = runtime.threads_beside(busy, threads)
+    print(f"note: other processes keep {busy:.1f} of {threads} cores busy: training with {n} thread"
+          f"{'s' if n > 1 else ''}, which keeps more of the speed than {threads} threads that stall beside them "
+          f"(--threads N to choose)", file=sys.stderr)
+    return {"threads": n}
+
+
 def cmd_train(args) -> int:
     from shapecount import data, distributed, engine, experiments
 
     cfg = make_config(args.experiment, args.recipe, _overrides(args))
+    if not distributed.launched():
+        cfg = make_config(args.experiment, args.recipe, {**_overrides(args), **_threads_beside_others(args, cfg.device)})
     # Under torchrun: join the process group; rank 0 logs and writes, every rank trains its share.
     world = distributed.init(engine.pick_device(cfg.device), cfg.batch_size)
     try:
@@ -275,7 +301,8 @@ def cmd_reproduce(args) -> int:
 
     recipe = "quick" if args.quick else args.recipe  # --quick is --recipe quick
     overrides = _overrides(args)
-    make_config("multitask", recipe, overrides)  # fail fast on bad options, before loading data
+    cfg = make_config("multitask", recipe, overrides)  # fail fast on bad options, before loading data
+    overrides.update(_threads_beside_others(args, cfg.device))
     ds = data.load_gsn(args.data)
     command = "shapecount " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     experiments.reproduce(ds, args.out, recipe, overrides, command=command, progress=not args.no_progress,

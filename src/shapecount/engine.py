@@ -30,6 +30,7 @@ from shapecount.model import (
     big_linear,
     init_from_data,
     init_shared,
+    leaky_in_training,
     make_anchor_head,
     shared_gradient,
 )
@@ -170,9 +171,11 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
                     counts: torch.Tensor, cfg, gen: torch.Generator, device: torch.device,
                     desc: str = "train", progress: bool = True, points: torch.Tensor | None = None,
                     anchor_head: nn.Module | None = None, world: distributed.World = distributed.SINGLE,
-                    scaler: torch.amp.GradScaler | None = None, ema: WeightEma | None = None) -> dict[str, float]:
+                    scaler: torch.amp.GradScaler | None = None, ema: WeightEma | None = None,
+                    on_step: Callable[[int], None] | None = None) -> dict[str, float]:
     """One pass over the training tensors. Returns per-sample mean losses, lr, seconds and images/s.
     With ema, every step's weights are offered to its average (which takes them in every few steps).
+    on_step(steps taken so far in the run) is called before each step's forward pass.
 
     With anchor_head, images that come with shape points (int (N, 10, 3) type/row/col; type -1 for images
     without) also train it on their anchor maps (losses.anchor_loss, weight cfg.aux_anchor)."""
@@ -217,6 +220,8 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
             if maps is not None:
                 maps, has_map = maps[part], has_map[part]
         n = len(x)
+        if on_step is not None:
+            on_step(scheduler.last_epoch)  # LambdaLR counts steps (it is stepped once per batch)
         optimizer.zero_grad(set_to_none=True)
         losses = _step_losses(model, anchor_head, x, y_cls, y_cnt, maps, has_map, cfg, device, amp) if n else {
             k: torch.zeros((), device=device) for k in LOSS_KEYS}
@@ -434,43 +439,53 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
     # per step only the batch's indices cross from the host. On the CPU nothing moves.
     data_device = device if device.type == "cuda" else torch.device("cpu")
     train_images, train_counts = train_images.to(data_device), train_counts.to(data_device)
-    t0 = time.perf_counter()
-    first_step_unix = None
-    for epoch in range(done + 1, cfg.epochs + 1):
-        if stopper.should_stop:  # a run resumed after its last epoch
-            break
-        t_epoch = time.perf_counter()
-        images, counts, points = train_images, train_counts, None
-        if cfg.synth_per_epoch:  # fresh images every epoch, drawn from `gen`: deterministic and resumable
-            s_images, s_counts, s_points = synth.generate_with_points(cfg.synth_per_epoch, gen, device=data_device)
-            images, counts = torch.cat([images, s_images]), torch.cat([counts, s_counts.to(counts.dtype)])
-            # real images have no known shape points: type -1 (no anchor-map loss for them)
-            points = torch.cat([torch.full((len(train_images), *s_points.shape[1:]), -1, dtype=s_points.dtype,
-                                           device=s_points.device), s_points])
-        tr = train_one_epoch(model, optimizer, scheduler, images, counts, cfg, gen, device,
-                             desc=f"epoch {epoch}/{cfg.epochs}", progress=progress, points=points,
-                             anchor_head=anchor_head, world=world, scaler=scaler, ema=ema)
-        first_step_unix = first_step_unix or tr["first_step_unix"]
-        ev = evaluate(evaluated, val_images, val_counts, cfg, device, tta=False)
-        row = {
-            "epoch": epoch,
-            "train_loss": tr["train_loss"], "train_loss_cls": tr["train_loss_cls"],
-            "train_loss_cnt": tr["train_loss_cnt"], "train_loss_aux": tr["train_loss_aux"],
-            "val_loss": ev["loss"], "val_loss_cls": ev["loss_cls"], "val_loss_cnt": ev["loss_cnt"],
-            "val_top1": ev["top1_accuracy"], "val_rmse": ev["rmse"], "val_mae": ev["mae"],
-            "val_count_top1": ev["count_decoded_accuracy"], "val_live_units": ev["live_units"],
-            "lr": tr["lr"], "seconds": time.perf_counter() - t_epoch,
-        }
-        improved = stopper.step(row[stopper.monitor], epoch, evaluated)
-        row["improved"] = improved
-        row["train_images_per_s"] = tr["train_images_per_s"]
-        history.append(row)
-        if on_epoch:
-            on_epoch(row, lambda e=epoch: {**capture_state(model, optimizer, scheduler, stopper, gen, history, e,
-                                                           anchor_head, ema),
-                                           "scaler": scaler.state_dict() if scaler is not None else {}})
-        if stopper.should_stop:
-            break
+    # Training only (cfg.relu_leak): the backbone's ReLUs leak in training, the slope falling linearly with the
+    # step to 0 at cfg.relu_leak_until of the schedule, so that units below zero on every image can come back.
+    leak_steps = max(1.0, cfg.relu_leak_until * cfg.epochs * steps)
+    leaking = leaky_in_training(model) if cfg.relu_leak > 0 else contextlib.nullcontext([])
+    with leaking as leaky:
+        def set_leak(step: int) -> None:
+            for m in leaky:
+                m.slope = cfg.relu_leak * max(0.0, 1.0 - step / leak_steps)
+
+        t0 = time.perf_counter()
+        first_step_unix = None
+        for epoch in range(done + 1, cfg.epochs + 1):
+            if stopper.should_stop:  # a run resumed after its last epoch
+                break
+            t_epoch = time.perf_counter()
+            images, counts, points = train_images, train_counts, None
+            if cfg.synth_per_epoch:  # fresh images every epoch, drawn from `gen`: deterministic and resumable
+                s_images, s_counts, s_points = synth.generate_with_points(cfg.synth_per_epoch, gen, device=data_device)
+                images, counts = torch.cat([images, s_images]), torch.cat([counts, s_counts.to(counts.dtype)])
+                # real images have no known shape points: type -1 (no anchor-map loss for them)
+                points = torch.cat([torch.full((len(train_images), *s_points.shape[1:]), -1, dtype=s_points.dtype,
+                                               device=s_points.device), s_points])
+            tr = train_one_epoch(model, optimizer, scheduler, images, counts, cfg, gen, device,
+                                 desc=f"epoch {epoch}/{cfg.epochs}", progress=progress, points=points,
+                                 anchor_head=anchor_head, world=world, scaler=scaler, ema=ema,
+                                 on_step=set_leak if leaky else None)
+            first_step_unix = first_step_unix or tr["first_step_unix"]
+            ev = evaluate(evaluated, val_images, val_counts, cfg, device, tta=False)
+            row = {
+                "epoch": epoch,
+                "train_loss": tr["train_loss"], "train_loss_cls": tr["train_loss_cls"],
+                "train_loss_cnt": tr["train_loss_cnt"], "train_loss_aux": tr["train_loss_aux"],
+                "val_loss": ev["loss"], "val_loss_cls": ev["loss_cls"], "val_loss_cnt": ev["loss_cnt"],
+                "val_top1": ev["top1_accuracy"], "val_rmse": ev["rmse"], "val_mae": ev["mae"],
+                "val_count_top1": ev["count_decoded_accuracy"], "val_live_units": ev["live_units"],
+                "lr": tr["lr"], "seconds": time.perf_counter() - t_epoch,
+            }
+            improved = stopper.step(row[stopper.monitor], epoch, evaluated)
+            row["improved"] = improved
+            row["train_images_per_s"] = tr["train_images_per_s"]
+            history.append(row)
+            if on_epoch:
+                on_epoch(row, lambda e=epoch: {**capture_state(model, optimizer, scheduler, stopper, gen, history, e,
+                                                               anchor_head, ema),
+                                               "scaler": scaler.state_dict() if scaler is not None else {}})
+            if stopper.should_stop:
+                break
     if share_hook is not None:
         share_hook.remove()
     stopper.restore(model)  # the best epoch's weights (its weight average, with ema)

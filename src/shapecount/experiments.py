@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import platform
@@ -145,6 +146,8 @@ def _run_locked(cfg: Config, data: GSNData, train: GSNData, val: GSNData, select
         log(f"[{cfg.experiment}] already complete in {out}: kept")
         return json.loads((out / "metrics.json").read_text())
     saved = load_resume_state(out, cfg, data.sha256) if resume else None
+    if saved and not cfg.threads and saved["config"].get("threads"):  # the same threads, the same sums
+        cfg = dataclasses.replace(cfg, threads=int(saved["config"]["threads"]))
     if force and not resume:
         (out / RESUME_FILE).unlink(missing_ok=True)
     distributed.barrier(world)  # the other ranks may read the folder now

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from shapecount.labels import NUM_CLASSES, NUM_TYPES
@@ -60,6 +64,36 @@ def make_anchor_head(kernel: int) -> nn.Conv2d:
     losses.anchor_loss). Being linear, the sum of its output over the image - the count of each type - is a
     linear function of the features that Linear(50176, 256) can represent exactly. Dropped at export."""
     return nn.Conv2d(64, NUM_TYPES, kernel, padding=kernel // 2)
+
+
+class TrainingLeakyReLU(nn.Module):
+    """ReLU, except in training while `slope` > 0: then leaky (negative inputs times `slope`). A unit that is
+    below zero on every image still gets a gradient and, under Adam (whose step does not shrink with the
+    gradient), a full-size step back; at slope 0 and in evaluation it is exactly nn.ReLU. Stateless."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slope = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.slope > 0:
+            return F.leaky_relu(x, self.slope)
+        return F.relu(x)
+
+
+@contextlib.contextmanager
+def leaky_in_training(model: ShapeCountNet) -> Iterator[list[TrainingLeakyReLU]]:
+    """Within the block the backbone's five ReLUs are TrainingLeakyReLU (slope 0 until the caller sets it);
+    after it, nn.ReLU again. Neither has parameters or buffers, so the state dict is the same throughout."""
+    positions = [i for i, layer in enumerate(model.backbone) if isinstance(layer, nn.ReLU)]
+    leaky = [TrainingLeakyReLU().train(model.training) for _ in positions]
+    for i, layer in zip(positions, leaky):
+        model.backbone[i] = layer
+    try:
+        yield leaky
+    finally:
+        for i in positions:
+            model.backbone[i] = nn.ReLU().train(model.training)
 
 
 def build_model(cfg) -> ShapeCountNet:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
+import time
 
 import torch
 
@@ -52,6 +54,31 @@ def configure_cpu(threads: int = 0) -> dict[str, object]:
         torch.set_num_threads(threads)
     return {"threads": torch.get_num_threads(), "allocator_tuned": tune_allocator(),
             "flush_denormal": every_thread_flushes()}
+
+
+def busy_elsewhere(seconds: float = 0.2) -> float | None:
+    """How many cores other processes keep busy, measured over `seconds`: the machine's busy time (/proc/stat)
+    minus this process's own. None where /proc/stat cannot be read (not Linux)."""
+    def busy_ticks() -> int:
+        with open("/proc/stat", encoding="ascii") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        return sum(v) - v[3] - v[4]
+
+    try:
+        t0, own0, b0 = time.monotonic(), sum(os.times()[:2]), busy_ticks()
+        time.sleep(seconds)
+        wall, own, busy = time.monotonic() - t0, sum(os.times()[:2]) - own0, busy_ticks() - b0
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, (busy / os.sysconf("SC_CLK_TCK") - own) / wall)
+
+
+def threads_beside(busy: float, threads: int) -> int:
+    """The training threads to use when other processes keep `busy` cores busy: one fewer per busy core (at
+    least one). Threads that wait on each other at every operator stall whenever one of them is descheduled:
+    beside one busy process, two threads on two cores keep about a third of their quiet speed, one thread
+    nearly all of its own (docs/performance.md, "Training beside a busy process")."""
+    return max(1, min(threads, int(threads - busy + 0.5)))
 
 
 def flush_denormals() -> bool:
