@@ -246,9 +246,9 @@ def _threads_beside_others(args, device_name: str | None) -> dict:
 
     threads = torch.get_num_threads()
     busy = runtime.busy_elsewhere() if threads > 1 else None
-    if busy is None or runtime.threads_beside(busy, threads) == threads:
+    n = threads if busy is None else runtime.threads_beside(busy, threads)
+    if n == threads:
         return {}
-    n = runtime.threads_beside(busy, threads)
     print(f"note: other processes keep {busy:.1f} of {threads} cores busy: training with {n} thread"
           f"{'s' if n > 1 else ''}, which keeps more of the speed than {threads} threads that stall beside them "
           f"(--threads N to choose)", file=sys.stderr)
