@@ -231,16 +231,14 @@ def cmd_config(args) -> int:
     return 0
 
 
-def _threads_beside_others(args, device_name: str | None) -> dict:
+def _threads_beside_others(args, device_name: str) -> dict:
     """Unless the thread count is chosen (--threads, or OMP_NUM_THREADS in the environment) or the run resumes
     (it keeps the count it was started with): if other processes keep cores busy, train with fewer threads, and
     say so. The count goes into config.json."""
-    import os
-
     from shapecount import engine, runtime
 
     if (args.threads is not None or os.environ.get("OMP_NUM_THREADS") or args.resume
-            or engine.pick_device(device_name or "auto").type != "cpu"):
+            or engine.pick_device(device_name).type != "cpu"):
         return {}
     import torch
 
@@ -258,9 +256,11 @@ def _threads_beside_others(args, device_name: str | None) -> dict:
 def cmd_train(args) -> int:
     from shapecount import data, distributed, engine, experiments
 
-    cfg = make_config(args.experiment, args.recipe, _overrides(args))
-    if not distributed.launched():
-        cfg = make_config(args.experiment, args.recipe, {**_overrides(args), **_threads_beside_others(args, cfg.device)})
+    overrides = _overrides(args)
+    cfg = make_config(args.experiment, args.recipe, overrides)
+    if not distributed.launched():  # under torchrun each rank's threads are the launcher's choice
+        more = _threads_beside_others(args, cfg.device)
+        cfg = make_config(args.experiment, args.recipe, {**overrides, **more}) if more else cfg
     # Under torchrun: join the process group; rank 0 logs and writes, every rank trains its share.
     world = distributed.init(engine.pick_device(cfg.device), cfg.batch_size)
     try:
