@@ -68,7 +68,8 @@ def test_train_writes_every_file(trained):
 
 
 def test_refuses_to_overwrite_a_run(trained, tiny, capsys):
-    rc = main(["train", "--data", str(tiny), "--epochs", "1", "--out", str(trained), "--no-progress"])
+    rc = main(["train", "--data", str(tiny), "--recipe", "protocol", "--epochs", "1", "--out", str(trained),
+               "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "already holds a run" in err and "--force" in err and err.count("\n") == 1
 

@@ -15,9 +15,8 @@ def test_presets():
     assert m.amp is False and m == Config(**{k: getattr(m, k) for k in ("experiment", "cls_weight", "lambda_cnt")})
 
 
-def test_fast_recipe_is_the_default_and_departs_only_in_schedule_and_dtype():
-    fast, proto = make_config("multitask"), make_config("multitask", "protocol")
-    assert fast == make_config("multitask", "fast")
+def test_recipes_depart_from_each_other_only_where_they_say():
+    fast, proto = make_config("multitask", "fast"), make_config("multitask", "protocol")
     changed = {k for k, v in fast.to_dict().items() if proto.to_dict()[k] != v}
     assert changed == {"schedule", "lr", "warmup_epochs", "epochs", "amp"}
     assert fast.schedule == "cosine" and fast.lr == 2e-3 and fast.epochs == 40 and fast.amp
@@ -27,7 +26,12 @@ def test_fast_recipe_is_the_default_and_departs_only_in_schedule_and_dtype():
     assert changed == {"synth_per_epoch", "holdout", "head_hidden", "head_dropout1", "head_dropout2"}
     assert best.synth_per_epoch == 45000 and best.holdout == 1000 and best.head_hidden == 256
     assert best.head_dropout1 == best.head_dropout2 == 0.0
-    for recipe in ("protocol", "fast", "best", "quick"):
+    # the default: best in a time budget, with the convolutions' faster lr of a short schedule
+    budget = make_config("multitask")
+    assert budget == make_config("multitask", "budget")
+    changed = {k for k, v in budget.to_dict().items() if best.to_dict()[k] != v}
+    assert changed == {"minutes", "conv_lr_scale"} and budget.minutes == 9 and budget.conv_lr_scale == 3
+    for recipe in ("protocol", "fast", "best", "quick", "budget"):
         for exp in ("classification", "regression", "multitask"):
             make_config(exp, recipe)
     assert make_config("multitask", "fast", {"amp": False}).amp is False
@@ -71,3 +75,12 @@ def test_renamed_key_loads_from_old_files_and_names_the_new_one_in_overrides():
     assert config_from_dict(old).amp is True
     with pytest.raises(ConfigError, match="'bf16' is now called 'amp'; pass amp=true"):
         make_config("multitask", overrides=parse_set(["bf16=true"]))
+
+
+def test_time_budget_needs_a_schedule_the_first_epoch_does_not_depend_on():
+    with pytest.raises(ConfigError, match="minutes needs warmup_epochs >= 1"):
+        make_config(overrides={"minutes": 5, "schedule": "cosine", "warmup_epochs": 0})
+    with pytest.raises(ConfigError, match="minutes and relu_leak"):
+        make_config("multitask", "fast", {"minutes": 5, "relu_leak": 0.1})
+    with pytest.raises(ConfigError, match="minutes must be >= 0"):
+        make_config(overrides={"minutes": -1})

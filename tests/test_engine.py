@@ -72,7 +72,7 @@ def _tiny_tensors(n=48, seed=0):
 
 def test_fit_is_deterministic_and_learns():
     images, counts = _tiny_tensors()
-    cfg = make_config("multitask", overrides={"epochs": 3, "batch_size": 16, "tta": False})
+    cfg = make_config("multitask", "fast", {"epochs": 3, "batch_size": 16, "tta": False})
 
     def run():
         gen = engine.seed_everything(cfg.seed)
@@ -212,3 +212,12 @@ def test_init_and_fc_lr_scale_are_validated():
                      ({"relu_leak": 1.0}, "relu_leak must be in"), ({"relu_leak_until": 0.0}, "relu_leak_until must")):
         with pytest.raises(ConfigError, match=msg):
             make_config("multitask", "fast", bad)
+
+
+def test_plan_epochs_fits_the_budget_within_the_cap_and_ends_the_warmup():
+    cfg = make_config("multitask", "fast", {"minutes": 10})  # 40 epochs at most, 2 of warmup
+    assert engine.plan_epochs(cfg, first_epoch_s=45) == 13  # 600 s // 45 s
+    assert engine.plan_epochs(cfg, first_epoch_s=1) == 40  # the cap
+    assert engine.plan_epochs(cfg, first_epoch_s=1000) == 3  # the warmup ends whatever the budget
+    protocol = make_config("multitask", "protocol", {"minutes": 1})
+    assert engine.plan_epochs(protocol, first_epoch_s=1000) == 1

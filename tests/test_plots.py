@@ -36,7 +36,7 @@ def make_run_folder(run_dir: Path, experiment: str = "multitask", n: int = 50, e
     """A run folder in the docs/run_folder.md format with plausible synthetic content; returns metrics."""
     rng = np.random.default_rng(seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = make_config(experiment, overrides=overrides or {})
+    cfg = make_config(experiment, "fast", overrides or {})
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
     with open(run_dir / "history.csv", "w", newline="") as f:

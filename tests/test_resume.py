@@ -118,8 +118,8 @@ def test_non_finite_loss_stops_with_message(tiny, tmp_path, monkeypatch, capsys)
         return out
 
     monkeypatch.setattr(eng, "multitask_loss", poisoned)
-    rc = main(["train", "--data", str(tiny), "--out", str(tmp_path / "n"), "--epochs", "4", "--no-progress",
-               "--set", "batch_size=16"])
+    rc = main(["train", "--data", str(tiny), "--out", str(tmp_path / "n"), "--recipe", "fast", "--epochs", "4",
+               "--no-progress", "--set", "batch_size=16"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 1 and err.startswith("error:") and "non-finite loss" in err and "epoch 2/4" in err
     assert "last.pt" in err
@@ -170,3 +170,22 @@ def test_resume_without_threads_keeps_the_thread_count_the_run_started_with(tiny
     finally:
         torch.set_num_threads(before)
     assert json.loads((tmp_path / "r" / "config.json").read_text())["threads"] == 1
+
+
+def test_time_budget_run_equals_the_run_of_the_epochs_it_chose_and_resumes(tiny, tmp_path, monkeypatch):
+    # cosine with a warmup: the schedule is laid out again after the first epoch, so the lr of every step
+    # after it must match a plain run of the chosen length; the count survives an interruption
+    from shapecount import engine
+
+    data = load_gsn(str(tiny), progress=False)
+    sched = {"schedule": "cosine", "warmup_epochs": 1}
+    experiments.run_experiment(cfg(epochs=3, **sched), data, tmp_path / "plain", progress=False)
+    monkeypatch.setattr(engine, "plan_epochs", lambda c, first_s: 3)  # 3 of up to 6 fit in the budget
+    budget = cfg(epochs=6, minutes=1.0, **sched)
+    experiments.run_experiment(budget, data, tmp_path / "a", progress=False)
+    same_run(tmp_path / "plain", tmp_path / "a")
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["epochs_planned"] == 3
+    run_interrupted(budget, data, tmp_path / "r", monkeypatch, epoch=3)
+    monkeypatch.setattr(engine, "plan_epochs", lambda c, first_s: pytest.fail("planned again on resume"))
+    experiments.run_experiment(budget, data, tmp_path / "r", progress=False, resume=True)
+    same_run(tmp_path / "plain", tmp_path / "r")

@@ -150,7 +150,7 @@ def bench_typical(folder: Path, steps: int, batch: int) -> dict:
 
 
 def bench_ours(data, steps: int, batch: int, bf16: bool, compile_: bool) -> dict:
-    cfg = make_config("multitask", overrides={"batch_size": batch, "amp": bf16})
+    cfg = make_config("multitask", "fast", {"batch_size": batch, "amp": bf16})
     gen = engine.seed_everything(0)
     model = ShapeCountNet().train()
     step_model = torch.compile(model) if compile_ else model

@@ -37,24 +37,28 @@ def _config_args(p: argparse.ArgumentParser, experiment: bool = True) -> None:
                        help="which heads are trained (default multitask)")
         p.add_argument("--lambda-cnt", type=float, help="weight of the count loss (preset: 0 / 1 / 5)")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=tuple(RECIPES),
-                   help="fast (default: 40 epochs, cosine lr peak 2e-3, amp) | protocol (the assignment's: "
-                        "constant lr 1e-3, fp32, up to 100 epochs) | best (fast + 45k synthetic images per epoch, "
-                        "wider heads without dropout, selection on a holdout) | quick (2-epoch demo)")
-    p.add_argument("--epochs", type=int, help="cap on epochs (recipe's default: 40 fast, 100 protocol)")
+                   help="budget (default: best in 9 minutes per run, 3x the convolutions' lr) | fast (40 epochs "
+                        "of the real images, cosine lr peak 2e-3, amp) | protocol (the assignment's: constant lr "
+                        "1e-3, fp32, up to 100 epochs) | best (fast + 45k synthetic images per epoch, wider heads "
+                        "without dropout, selection on a holdout) | quick (2-epoch demo)")
+    p.add_argument("--epochs", type=int, help="cap on epochs (recipe's default: 40 budget/fast/best, 100 protocol)")
+    p.add_argument("--minutes", type=float,
+                   help="time budget per training run: as many epochs as fit, judged by the first "
+                        "(budget recipe: 9; 0 = none)")
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 15)")
     p.add_argument("--seed", type=int, help="seed for torch.manual_seed and data order (default 1)")
     p.add_argument("--device", help="auto | cpu | cuda[:N] (default auto)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision where it pays: bf16 where the CPU or GPU has it natively, fp16 on other "
-                        "GPUs, else fp32 (on in the fast recipe; --no-amp for fp32 everywhere)")
+                        "GPUs, else fp32 (on in every recipe but protocol; --no-amp for fp32 everywhere)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field (see `shapecount config`); repeatable")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
     ov = {}
-    for key in ("lambda_cnt", "epochs", "patience", "seed", "device", "threads", "amp", "deterministic"):
+    for key in ("lambda_cnt", "epochs", "minutes", "patience", "seed", "device", "threads", "amp", "deterministic"):
         v = getattr(args, key, None)
         if v is not None:
             ov[key] = v

@@ -105,12 +105,14 @@ def make_optimizer(model: nn.Module, cfg, extra: nn.Module | None = None) -> tor
     return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int):
-    """Per-step LambdaLR: constant (the protocol), or linear warmup then cosine to 0 over cfg.epochs."""
-    total = max(1, cfg.epochs * steps_per_epoch)
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int, epochs: int | None = None):
+    """Per-step LambdaLR: constant (the protocol), or linear warmup then cosine to 0 over `epochs` (default
+    cfg.epochs; fewer when a time budget chose them, plan_epochs)."""
+    epochs = cfg.epochs if epochs is None else epochs
+    total = max(1, epochs * steps_per_epoch)
     # Warmup is capped below the run's length (e.g. `--epochs 2` with the fast recipe's 2 warmup epochs), so
     # that a short run still reaches its peak lr and decays.
-    warm = min(cfg.warmup_epochs, max(cfg.epochs - 1, 0)) * steps_per_epoch
+    warm = min(cfg.warmup_epochs, max(epochs - 1, 0)) * steps_per_epoch
 
     def factor(step: int) -> float:
         if cfg.schedule == "constant":
@@ -120,6 +122,16 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int):
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def plan_epochs(cfg, first_epoch_s: float) -> int:
+    """How many epochs fit in cfg.minutes, judged by the first one (training and evaluation): at most
+    cfg.epochs, and at least enough to end the warmup. The first epoch's lr is then the same as in a run of
+    that many epochs without a budget (it is in the warmup, or the schedule is constant), so `--epochs N`
+    with minutes=0 repeats the run exactly."""
+    fits = int(cfg.minutes * 60 // max(first_epoch_s, 1e-9))
+    least = min(cfg.epochs, cfg.warmup_epochs + 1) if cfg.schedule == "cosine" else 1
+    return max(least, min(cfg.epochs, fits))
 
 
 def epoch_indices(n: int, copies: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -374,6 +386,18 @@ def capture_state(model: nn.Module, optimizer, scheduler, stopper: EarlyStopping
     }
 
 
+def _replanned(scheduler, optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int, epochs: int):
+    """The scheduler laid out over `epochs` instead, at the step `scheduler` has reached. A new LambdaLR sets
+    the optimizer's lr to its step-0 value, so the lr of the step reached is put back."""
+    new = make_scheduler(optimizer, cfg, steps_per_epoch, epochs)
+    new.load_state_dict(scheduler.state_dict())
+    lrs = [base * f(new.last_epoch) for base, f in zip(new.base_lrs, new.lr_lambdas)]
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = lr
+    new._last_lr = lrs
+    return new
+
+
 class ResumeError(ValueError):
     """A saved training state that does not fit the model, optimizer or loop it is restored into."""
 
@@ -401,12 +425,14 @@ def restore_state(state: dict, model: nn.Module, optimizer, scheduler, stopper: 
 def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor, val_images: torch.Tensor,
         val_counts: torch.Tensor, cfg, device: torch.device, gen: torch.Generator,
         on_epoch: Callable[[dict, Callable[[], dict]], None] | None = None, progress: bool = True,
-        resume: dict | None = None, world: distributed.World = distributed.SINGLE) -> dict[str, object]:
+        resume: dict | None = None, world: distributed.World = distributed.SINGLE,
+        on_plan: Callable[[int, float], None] | None = None) -> dict[str, object]:
     """Train with early stopping on the validation set; restores the best weights. Returns
-    {'history': [per-epoch dicts], 'best_epoch', 'epochs', 'optimizer', 'train_seconds'}.
+    {'history': [per-epoch dicts], 'best_epoch', 'epochs', 'epochs_planned', 'optimizer', 'train_seconds'}.
 
     on_epoch(row, state) is called after every epoch; state() captures the full training state (for a resume
-    checkpoint; the caller decides where it goes). resume: such a state, to continue after its epoch."""
+    checkpoint; the caller decides where it goes). resume: such a state, to continue after its epoch.
+    With cfg.minutes, on_plan(epochs, first_epoch_seconds) tells the count chosen after the first epoch."""
     # Training only: the anchor head teaches the convolutions where each shape is (synthetic images carry the
     # points); it is not part of the returned model.
     anchor_head = make_anchor_head(cfg.aux_kernel).to(device) if cfg.aux_anchor > 0 else None
@@ -428,11 +454,15 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
     stopper = EarlyStopping(cfg.resolved_monitor(), cfg.patience)
     history: list[dict] = []
     done = 0
+    planned = cfg.epochs  # with cfg.minutes, fewer once the first epoch has been timed (plan_epochs)
     if resume is not None:
         try:
             done, history = restore_state(resume, model, optimizer, scheduler, stopper, gen, anchor_head, ema)
             if scaler is not None and resume.get("scaler"):
                 scaler.load_state_dict(resume["scaler"])
+            planned = int(resume.get("epochs_planned", cfg.epochs))
+            if planned != cfg.epochs:
+                scheduler = _replanned(scheduler, optimizer, cfg, steps, planned)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             raise ResumeError(f"the saved training state does not fit ({type(e).__name__})") from e
     # On a GPU the training images live there (9,000 of them are 7 MB) and synthetic ones are drawn there:
@@ -450,7 +480,9 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
 
         t0 = time.perf_counter()
         first_step_unix = None
-        for epoch in range(done + 1, cfg.epochs + 1):
+        epoch = done
+        while epoch < planned:
+            epoch += 1
             if stopper.should_stop:  # a run resumed after its last epoch
                 break
             t_epoch = time.perf_counter()
@@ -462,7 +494,7 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
                 points = torch.cat([torch.full((len(train_images), *s_points.shape[1:]), -1, dtype=s_points.dtype,
                                                device=s_points.device), s_points])
             tr = train_one_epoch(model, optimizer, scheduler, images, counts, cfg, gen, device,
-                                 desc=f"epoch {epoch}/{cfg.epochs}", progress=progress, points=points,
+                                 desc=f"epoch {epoch}/{planned}", progress=progress, points=points,
                                  anchor_head=anchor_head, world=world, scaler=scaler, ema=ema,
                                  on_step=set_leak if leaky else None)
             first_step_unix = first_step_unix or tr["first_step_unix"]
@@ -476,19 +508,28 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
                 "val_count_top1": ev["count_decoded_accuracy"], "val_live_units": ev["live_units"],
                 "lr": tr["lr"], "seconds": time.perf_counter() - t_epoch,
             }
+            if cfg.minutes > 0 and epoch == 1:
+                # Every rank plans from the same (mean) time, so that all stop after the same epoch.
+                first = float(distributed.sum_over_ranks(torch.tensor([row["seconds"]], dtype=torch.float64,
+                                                                      device=device), world)[0]) / world.size
+                planned = plan_epochs(cfg, first)
+                if planned != cfg.epochs:
+                    scheduler = _replanned(scheduler, optimizer, cfg, steps, planned)
+                if on_plan:
+                    on_plan(planned, first)
             improved = stopper.step(row[stopper.monitor], epoch, evaluated)
             row["improved"] = improved
             row["train_images_per_s"] = tr["train_images_per_s"]
             history.append(row)
             if on_epoch:
-                on_epoch(row, lambda e=epoch: {**capture_state(model, optimizer, scheduler, stopper, gen, history, e,
-                                                               anchor_head, ema),
-                                               "scaler": scaler.state_dict() if scaler is not None else {}})
+                on_epoch(row, lambda e=epoch, s=scheduler, n=planned: {
+                    **capture_state(model, optimizer, s, stopper, gen, history, e, anchor_head, ema),
+                    "scaler": scaler.state_dict() if scaler is not None else {}, "epochs_planned": n})
             if stopper.should_stop:
                 break
     if share_hook is not None:
         share_hook.remove()
     stopper.restore(model)  # the best epoch's weights (its weight average, with ema)
-    return {"history": history, "best_epoch": stopper.best_epoch, "epochs": len(history),
+    return {"history": history, "best_epoch": stopper.best_epoch, "epochs": len(history), "epochs_planned": planned,
             "optimizer": optimizer, "train_seconds": time.perf_counter() - t0, "monitor": stopper.monitor,
             "first_step_unix": first_step_unix}

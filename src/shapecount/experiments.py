@@ -70,7 +70,8 @@ def holdout_split(train: GSNData, val: GSNData, n: int) -> tuple[GSNData, GSNDat
         return train, val
     if n >= len(train):
         raise UserError("holdout", f"{n} is not less than the {len(train)} training images",
-                        "pass a smaller --set holdout=N (e.g. 1000)")
+                        f"pass --set holdout=N with N below {len(train)} (e.g. {max(1, len(train) // 10)}), or "
+                        "--set holdout=0 to select on the validation images")
     return train.subset(slice(0, len(train) - n)), train.subset(slice(len(train) - n, len(train)))
 
 
@@ -166,7 +167,8 @@ def _run_locked(cfg: Config, data: GSNData, train: GSNData, val: GSNData, select
         log(f"[{cfg.experiment}] amp requested, but {device} has no native bf16 (no AVX512-BF16 or AMX): "
             "training in fp32, which is faster there")
     log(f"[{cfg.experiment}] {len(train)} train / {len(val)} val images on {device} in {precision}; "
-        f"cls_weight={cfg.cls_weight} lambda_cnt={cfg.lambda_cnt}; up to {cfg.epochs} epochs, "
+        f"cls_weight={cfg.cls_weight} lambda_cnt={cfg.lambda_cnt}; up to {cfg.epochs} epochs"
+        f"{f' within {cfg.minutes:g} min' if cfg.minutes else ''}, "
         f"patience {cfg.patience} on {cfg.resolved_monitor()}"
         f"{f' of {len(select)} held-out training images' if cfg.holdout else ''}{start}")
     history: list[dict] = list(state["history"]) if state else []
@@ -180,16 +182,21 @@ def _run_locked(cfg: Config, data: GSNData, train: GSNData, val: GSNData, select
             f"top1 {row['val_top1']:.3f}  rmse {row['val_rmse']:.3f}  {row['seconds']:.1f}s "
             f"({row['train_images_per_s']:.0f} img/s){mark}")
 
+    def on_plan(epochs: int, first_s: float) -> None:
+        log(f"[{cfg.experiment}] time budget {cfg.minutes:g} min: the first epoch took {first_s:.0f}s, so "
+            f"{epochs} epochs (the same run without a budget: --epochs {epochs} --set minutes=0)")
+
     try:
         result = engine.fit(model, train.images, train.counts.float(), select.images, select.counts.float(), cfg,
-                            device, gen, on_epoch=on_epoch, progress=progress, resume=state, world=world)
+                            device, gen, on_epoch=on_epoch, progress=progress, resume=state, world=world,
+                            on_plan=on_plan)
     except FloatingPointError as e:
         raise TrainingError(f"{out}: training diverged: {e}; the last good epoch is kept in "
                             f"{out / RESUME_FILE}") from None
     except engine.ResumeError as e:
         raise UserError(out / RESUME_FILE, str(e), FIX_RESTART) from None
-    extra = {"epochs": result["epochs"], "best_epoch": result["best_epoch"], "monitor": result["monitor"],
-             "n_train": len(train), "selected_on": f"holdout ({len(select)} training images)" if cfg.holdout
+    extra = {"epochs": result["epochs"], "epochs_planned": result["epochs_planned"], "best_epoch": result["best_epoch"],
+             "monitor": result["monitor"], "n_train": len(train), "selected_on": f"holdout ({len(select)} training images)" if cfg.holdout
              else "validation", "precision": precision, **cpu}
     if result["first_step_unix"] is not None and saved is None and runtime.claim_startup():
         # Only the first training of a fresh process measures start-up (import, data load, model, first step).
