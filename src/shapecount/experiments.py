@@ -178,9 +178,10 @@ def _run_locked(cfg: Config, data: GSNData, train: GSNData, val: GSNData, select
         runfolder.write_history(out, history, held_out=cfg.holdout > 0)
         save_resume_state(out, cfg, capture(), time.perf_counter() - t0, data.sha256)
         mark = " *" if row["improved"] else ""
+        shown = ([f"top1 {row['val_top1']:.3f}"] if cfg.cls_weight > 0 else []) + (
+            [f"rmse {row['val_rmse']:.3f}"] if cfg.lambda_cnt > 0 else [])
         log(f"[{cfg.experiment}] epoch {row['epoch']:3d}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
-            f"top1 {row['val_top1']:.3f}  rmse {row['val_rmse']:.3f}  {row['seconds']:.1f}s "
-            f"({row['train_images_per_s']:.0f} img/s){mark}")
+            f"{'  '.join(shown)}  {row['seconds']:.1f}s ({row['train_images_per_s']:.0f} img/s){mark}")
 
     def on_plan(epochs: int, first_s: float) -> None:
         log(f"[{cfg.experiment}] time budget {cfg.minutes:g} min: the first epoch took {first_s:.0f}s, so "
@@ -206,10 +207,13 @@ def _run_locked(cfg: Config, data: GSNData, train: GSNData, val: GSNData, select
     metrics["runtime_s"] = time.perf_counter() - t0
     runfolder.write_metrics(out, metrics)
     (out / RESUME_FILE).unlink(missing_ok=True)  # the run is complete: checkpoint.pt holds the result
+    # only the figures of the heads this experiment trains (an untrained head's are noise)
+    shown = ([f"top1 {metrics['top1_accuracy']:.3f}", f"macro F1 {metrics['macro_f1']:.3f}",
+              f"pair {metrics['pair_accuracy']:.3f}"] if cfg.cls_weight > 0 else []) + (
+        [f"rmse {metrics['rmse']:.3f}", f"mae {metrics['mae']:.3f}",
+         f"count-decoded {metrics['count_decoded_accuracy']:.3f}"] if cfg.lambda_cnt > 0 else [])
     log(f"[{cfg.experiment}] done in {metrics['runtime_s']:.0f}s: best epoch {metrics['best_epoch']}, "
-        f"top1 {metrics['top1_accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}, pair {metrics['pair_accuracy']:.3f}, "
-        f"rmse {metrics['rmse']:.3f}, mae {metrics['mae']:.3f}, count-decoded {metrics['count_decoded_accuracy']:.3f} "
-        f"-> {out}")
+        f"{', '.join(shown)} -> {out}")
     return metrics
 
 

@@ -218,13 +218,26 @@ def _heads(r: Run) -> str:
     return f"{hidden}, no dropout" if not (d1 or d2) else f"{hidden}, dropout {fmt(d1, 2)}/{fmt(d2, 2)}"
 
 
+def _lr(r: Run) -> str:
+    scale = num(r.cfg("conv_lr_scale", 1.0))
+    return fmt(r.cfg("lr")) + (f" (convolutions x{scale:g})" if scale not in (None, 1.0) else "")
+
+
+def _budget(r: Run) -> str:
+    minutes = num(r.cfg("minutes", 0.0))
+    if not minutes:
+        return "none"
+    planned = r.metrics.get("epochs_planned")
+    return f"{minutes:g} min" + (f" ({planned} epochs)" if planned is not None else "")
+
+
 def _setups(runs: list[Run]) -> list[str]:
     header = ["run", "experiment", "cls_weight", "lambda_cnt", "lr", "weight decay", "batch", "epochs cap",
-              "patience", "monitor", "schedule", "warmup", "amp", "synthetic/epoch", "holdout", "heads", "TTA",
-              "seed"]
+              "time budget", "patience", "monitor", "schedule", "warmup", "amp", "synthetic/epoch", "holdout",
+              "heads", "TTA", "seed"]
     rows = [[r.label, r.cfg("experiment", r.metrics.get("experiment")), fmt(num(r.cfg("cls_weight")), 2),
-             fmt(r.lambda_cnt, 2), fmt(r.cfg("lr")), fmt(r.cfg("weight_decay")), fmt(r.cfg("batch_size")),
-             fmt(r.cfg("epochs")), fmt(r.cfg("patience")), _monitor(r), fmt(r.cfg("schedule")),
+             fmt(r.lambda_cnt, 2), _lr(r), fmt(r.cfg("weight_decay")), fmt(r.cfg("batch_size")),
+             fmt(r.cfg("epochs")), _budget(r), fmt(r.cfg("patience")), _monitor(r), fmt(r.cfg("schedule")),
              fmt(r.cfg("warmup_epochs", 0)), fmt(r.cfg("amp", r.cfg("bf16", False))), fmt(r.cfg("synth_per_epoch", 0)),
              fmt(r.cfg("holdout", 0)), _heads(r), fmt(r.cfg("tta")), fmt(r.cfg("seed"))] for r in runs]
     if not rows:
