@@ -223,3 +223,12 @@ def test_train_beside_a_busy_process_uses_fewer_threads_and_says_so(tiny, tmp_pa
         assert "training with" not in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
+
+
+def test_single_task_runs_print_only_their_heads_figures(tiny, tmp_path, capsys):
+    assert main(["train", "--data", str(tiny), "--experiment", "regression", "--recipe", "quick", "--epochs", "1",
+                 "--set", "batch_size=16", "--out", str(tmp_path / "reg"), "--no-progress"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    epoch, done = [ln for ln in lines if "] epoch" in ln][0], [ln for ln in lines if "] done in" in ln][0]
+    assert "rmse" in epoch and "top1" not in epoch
+    assert "rmse" in done and "count-decoded" in done and "top1" not in done and "macro F1" not in done

@@ -13,7 +13,7 @@ from conftest import write_gsn_dir
 from shapecount.distributed import World
 
 TRAIN = ["--recipe", "protocol", "--epochs", "2", "--no-progress", "--set", "tta=false", "--set", "head_dropout1=0",
-         "--set", "head_dropout2=0", "--set", "synth_per_epoch=20", "--set", "aux_anchor=1"]
+         "--set", "head_dropout2=0", "--set", "synth_per_epoch=20", "--set", "aux_anchor=1", "--minutes", "1000"]
 
 
 @pytest.mark.parametrize("n,size", [(16, 2), (6, 4), (1, 2), (17, 3)])
@@ -44,6 +44,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     r = torchrun(2, ["train", "--data", str(data), "--out", str(two), *TRAIN, "--set", "batch_size=16"])
     assert r.returncode == 0, r.stderr[-3000:]
     assert "data parallel over 2 processes: 8 images per process" in r.stderr
+    assert "so 2 epochs" in r.stderr  # the ranks planned the time budget together (it holds the whole run)
     a = torch.load(one / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(two / "checkpoint.pt", weights_only=True)["model"]
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
