@@ -229,6 +229,7 @@ def test_single_task_runs_print_only_their_heads_figures(tiny, tmp_path, capsys)
     assert main(["train", "--data", str(tiny), "--experiment", "regression", "--recipe", "quick", "--epochs", "1",
                  "--set", "batch_size=16", "--out", str(tmp_path / "reg"), "--no-progress"]) == 0
     lines = capsys.readouterr().err.splitlines()
-    epoch, done = [ln for ln in lines if "] epoch" in ln][0], [ln for ln in lines if "] done in" in ln][0]
+    epoch = next(ln for ln in lines if "] epoch" in ln)
+    done = next(ln for ln in lines if "] done in" in ln)
     assert "rmse" in epoch and "top1" not in epoch
     assert "rmse" in done and "count-decoded" in done and "top1" not in done and "macro F1" not in done
