@@ -70,7 +70,7 @@ def holdout_split(train: GSNData, val: GSNData, n: int) -> tuple[GSNData, GSNDat
         return train, val
     if n >= len(train):
         raise UserError("holdout", f"{n} is not less than the {len(train)} training images",
-                        f"pass --set holdout=N with N below {len(train)} (e.g. {max(1, len(train) // 10)}), or "
+                        f"pass --set holdout=N with N below {len(train)}, e.g. {max(1, len(train) // 10)}, or "
                         "--set holdout=0 to select on the validation images")
     return train.subset(slice(0, len(train) - n)), train.subset(slice(len(train) - n, len(train)))
 
@@ -140,6 +140,11 @@ def _run_worker(cfg: Config, data: GSNData, train: GSNData, select: GSNData, out
     return {}
 
 
+def _trained_heads(cfg: Config, class_figures: list[str], count_figures: list[str]) -> list[str]:
+    """The figures of the heads this experiment trains: an untrained head's are noise."""
+    return (class_figures if cfg.cls_weight > 0 else []) + (count_figures if cfg.lambda_cnt > 0 else [])
+
+
 def _run_locked(cfg: Config, data: GSNData, train: GSNData, val: GSNData, select: GSNData, out: Path, log: Log,
                 progress: bool, force: bool, resume: bool, world: distributed.World) -> dict:
     out = prepare_out_dir(out, force, resume)
@@ -178,8 +183,7 @@ def _run_locked(cfg: Config, data: GSNData, train: GSNData, val: GSNData, select
         runfolder.write_history(out, history, held_out=cfg.holdout > 0)
         save_resume_state(out, cfg, capture(), time.perf_counter() - t0, data.sha256)
         mark = " *" if row["improved"] else ""
-        shown = ([f"top1 {row['val_top1']:.3f}"] if cfg.cls_weight > 0 else []) + (
-            [f"rmse {row['val_rmse']:.3f}"] if cfg.lambda_cnt > 0 else [])
+        shown = _trained_heads(cfg, [f"top1 {row['val_top1']:.3f}"], [f"rmse {row['val_rmse']:.3f}"])
         log(f"[{cfg.experiment}] epoch {row['epoch']:3d}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
             f"{'  '.join(shown)}  {row['seconds']:.1f}s ({row['train_images_per_s']:.0f} img/s){mark}")
 
@@ -207,11 +211,10 @@ def _run_locked(cfg: Config, data: GSNData, train: GSNData, val: GSNData, select
     metrics["runtime_s"] = time.perf_counter() - t0
     runfolder.write_metrics(out, metrics)
     (out / RESUME_FILE).unlink(missing_ok=True)  # the run is complete: checkpoint.pt holds the result
-    # only the figures of the heads this experiment trains (an untrained head's are noise)
-    shown = ([f"top1 {metrics['top1_accuracy']:.3f}", f"macro F1 {metrics['macro_f1']:.3f}",
-              f"pair {metrics['pair_accuracy']:.3f}"] if cfg.cls_weight > 0 else []) + (
-        [f"rmse {metrics['rmse']:.3f}", f"mae {metrics['mae']:.3f}",
-         f"count-decoded {metrics['count_decoded_accuracy']:.3f}"] if cfg.lambda_cnt > 0 else [])
+    shown = _trained_heads(cfg, [f"top1 {metrics['top1_accuracy']:.3f}", f"macro F1 {metrics['macro_f1']:.3f}",
+                                 f"pair {metrics['pair_accuracy']:.3f}"],
+                           [f"rmse {metrics['rmse']:.3f}", f"mae {metrics['mae']:.3f}",
+                            f"count-decoded {metrics['count_decoded_accuracy']:.3f}"])
     log(f"[{cfg.experiment}] done in {metrics['runtime_s']:.0f}s: best epoch {metrics['best_epoch']}, "
         f"{', '.join(shown)} -> {out}")
     return metrics
