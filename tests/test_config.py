@@ -84,3 +84,8 @@ def test_time_budget_needs_a_schedule_the_first_epoch_does_not_depend_on():
         make_config("multitask", "fast", {"minutes": 5, "relu_leak": 0.1})
     with pytest.raises(ConfigError, match="minutes must be >= 0"):
         make_config(overrides={"minutes": -1})
+
+
+def test_head_depth_must_be_positive():
+    with pytest.raises(ConfigError, match="head_depth must be >= 1, got 0"):
+        make_config(overrides={"head_depth": 0})

@@ -3,7 +3,15 @@ from torch import nn
 
 from shapecount.config import make_config
 from shapecount.losses import multitask_loss
-from shapecount.model import ShapeCountNet, build_model, count_parameters, describe, init_from_data
+from shapecount.model import (
+    ShapeCountNet,
+    attach_norms,
+    build_model,
+    count_parameters,
+    describe,
+    fold_norms,
+    init_from_data,
+)
 
 
 def test_backbone_is_the_fixed_one():
@@ -28,6 +36,12 @@ def test_heads_configurable_and_shapes():
     assert lp.shape == (5, 135) and cnt.shape == (5, 6)
     assert torch.allclose(lp.exp().sum(1), torch.ones(5), atol=1e-5)  # log-probabilities
     assert "12,911,757" not in describe(m) and "total" in describe(m)
+    deep = build_model(make_config("multitask", overrides={"head_hidden": 32, "head_depth": 3})).eval()
+    linears = [(layer.in_features, layer.out_features) for layer in deep.cls_head if isinstance(layer, nn.Linear)]
+    assert linears == [(256, 32), (32, 32), (32, 32), (32, 135)]
+    assert deep(torch.rand(2, 1, 28, 28))[1].shape == (2, 6)
+    # one hidden layer keeps the layer positions (and so the state-dict keys) of the seed report's heads
+    assert set(m.state_dict()) == set(ShapeCountNet(head_hidden=32).state_dict())
 
 
 def test_every_parameter_gets_a_gradient():
@@ -151,3 +165,30 @@ def test_training_leak_is_relu_in_evaluation_and_leaves_the_network_as_it_was():
             assert torch.equal(leaky[0](z), torch.zeros(3))
         assert list(model.state_dict()) == keys  # no parameters or buffers of its own
     assert [type(m) for m in model.backbone] == [type(m) for m in build_model(make_config()).backbone]
+
+
+def test_training_norms_fold_into_the_plain_network():
+    torch.manual_seed(0)
+    m = ShapeCountNet(head_dropout1=0.0, head_dropout2=0.0)
+    plain_keys = set(m.state_dict())
+    attach_norms(m)
+    assert {k.split(".")[0] for k in m.state_dict()} == {"backbone", "cls_head", "cnt_head", "norms"}
+    opt = torch.optim.Adam(m.parameters(), 1e-2)
+    for _ in range(5):  # moves the norms' scales, shifts and running statistics away from their start
+        x = (torch.rand(16, 1, 28, 28) > 0.7).float()
+        lp, cnt = m(x)
+        loss = multitask_loss(lp, cnt, torch.randint(0, 135, (16,)), torch.rand(16, 6) * 9, 1.0, 5.0)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    assert all(float((n.running_var - 1).abs().max()) > 0.01 for n in m.norms)  # not the identity
+    x = (torch.rand(8, 1, 28, 28) > 0.7).float()
+    with torch.no_grad():
+        normed = m(x)
+        fold_norms(m)
+        folded = m(x)
+    assert m.norms is None and set(m.state_dict()) == plain_keys
+    assert [type(layer).__name__ for layer in m.backbone] == ["Conv2d", "ReLU"] * 4 + ["Flatten", "Linear", "ReLU"]
+    for a, b in zip(normed, folded):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)

@@ -161,6 +161,29 @@ def test_data_init_lr_groups_and_relu_leak_resume_exactly(tiny, uninterrupted, t
     assert history(tmp_path / "a")[0] != history(uninterrupted)[0]  # the init and the lr changed training
 
 
+def test_training_norms_resume_exactly_and_are_folded_into_the_checkpoint(tiny, uninterrupted, tmp_path,
+                                                                           monkeypatch):
+    from shapecount.checkpoint import load_checkpoint
+    from shapecount.model import ShapeCountNet
+
+    data = load_gsn(str(tiny), progress=False)
+    conf = cfg(train_bn=True, epochs=3)
+    experiments.run_experiment(conf, data, tmp_path / "a", progress=False)
+    run_interrupted(conf, data, tmp_path / "r", monkeypatch, epoch=2)
+    saved = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    assert any(k.startswith("norms.") for k in saved["state"]["model"])  # training state keeps the norms
+    experiments.run_experiment(conf, data, tmp_path / "r", progress=False, resume=True)
+    same_run(tmp_path / "a", tmp_path / "r")
+    assert history(tmp_path / "a")[0] != history(uninterrupted)[0]  # the norms changed training
+    # The delivered network is the plain one, and it gives the predictions the run selected on.
+    model, _, _ = load_checkpoint(tmp_path / "a" / "checkpoint.pt", torch.device("cpu"))
+    assert model.norms is None and set(model.state_dict()) == set(ShapeCountNet().state_dict())
+    rc = main(["evaluate", "--checkpoint", str(tmp_path / "a" / "checkpoint.pt"), "--data", str(tiny),
+               "--out", str(tmp_path / "ev")])
+    assert rc == 0
+    assert (tmp_path / "ev" / "predictions.csv").read_text() == (tmp_path / "a" / "predictions.csv").read_text()
+
+
 def test_resume_without_threads_keeps_the_thread_count_the_run_started_with(tiny, tmp_path, monkeypatch):
     data = load_gsn(str(tiny), progress=False)
     before = torch.get_num_threads()

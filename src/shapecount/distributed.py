@@ -95,6 +95,22 @@ def average_gradients(params: list[torch.nn.Parameter], world: World, extra: tor
     return flat[offset:]
 
 
+@torch.no_grad()
+def average_buffers(modules: list[torch.nn.Module], world: World) -> None:
+    """Average the floating-point buffers of `modules` (BatchNorm running statistics) over the ranks, in one
+    all-reduce: each rank normalises its own share of a batch, so its running statistics drift from the others'."""
+    bufs = [b for m in modules for b in m.buffers() if b.is_floating_point()]
+    if not world.parallel or not bufs:
+        return
+    flat = torch.cat([b.reshape(-1).float() for b in bufs])
+    dist.all_reduce(flat)
+    offset = 0
+    for b in bufs:
+        n = b.numel()
+        b.copy_((flat[offset:offset + n] / world.size).view_as(b))
+        offset += n
+
+
 def sum_over_ranks(values: torch.Tensor, world: World) -> torch.Tensor:
     if world.parallel:
         values = values.clone()

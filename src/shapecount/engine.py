@@ -27,7 +27,9 @@ from shapecount.metrics import compute_metrics
 from shapecount.model import (
     CONV_LAYERS,
     FC_POSITIONS,
+    attach_norms,
     big_linear,
+    fold_norms,
     init_from_data,
     init_shared,
     leaky_in_training,
@@ -436,6 +438,8 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
     # Training only: the anchor head teaches the convolutions where each shape is (synthetic images carry the
     # points); it is not part of the returned model.
     anchor_head = make_anchor_head(cfg.aux_kernel).to(device) if cfg.aux_anchor > 0 else None
+    if cfg.train_bn:  # training only: folded into the layers' weights before the model is returned
+        attach_norms(model)
     fc_layer = big_linear(model)
     share_hook = fc_layer.weight.register_hook(shared_gradient(cfg.fc_share)) if cfg.fc_share > 0 else None
     if resume is None:
@@ -498,6 +502,8 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
                                  anchor_head=anchor_head, world=world, scaler=scaler, ema=ema,
                                  on_step=set_leak if leaky else None)
             first_step_unix = first_step_unix or tr["first_step_unix"]
+            if model.norms is not None and world.parallel:  # every rank evaluates with the same statistics
+                distributed.average_buffers(list({id(m): m for m in (model, evaluated)}.values()), world)
             ev = evaluate(evaluated, val_images, val_counts, cfg, device, tta=False)
             row = {
                 "epoch": epoch,
@@ -530,6 +536,7 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
     if share_hook is not None:
         share_hook.remove()
     stopper.restore(model)  # the best epoch's weights (its weight average, with ema)
+    fold_norms(model)  # with cfg.train_bn: the plain network, computing what the selected one computed
     return {"history": history, "best_epoch": stopper.best_epoch, "epochs": len(history), "epochs_planned": planned,
             "optimizer": optimizer, "train_seconds": time.perf_counter() - t0, "monitor": stopper.monitor,
             "first_step_unix": first_step_unix}

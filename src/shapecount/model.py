@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 
 from shapecount.labels import NUM_CLASSES, NUM_TYPES
 
@@ -27,12 +28,14 @@ def make_backbone() -> nn.Sequential:
     )
 
 
-def make_head(out: int, hidden: int, dropout1: float, dropout2: float, log_softmax: bool) -> nn.Sequential:
+def make_head(out: int, hidden: int, dropout1: float, dropout2: float, log_softmax: bool,
+              depth: int = 1) -> nn.Sequential:
     """The seed report's head: Dropout, Linear(256, hidden), SiLU, Dropout, Linear(hidden, out)
-    [, LogSoftmax]."""
-    layers: list[nn.Module] = [
-        nn.Dropout(dropout1), nn.Linear(FEATURES, hidden), nn.SiLU(), nn.Dropout(dropout2), nn.Linear(hidden, out),
-    ]
+    [, LogSoftmax]; depth > 1 adds depth - 1 blocks of Linear(hidden, hidden), SiLU after the first SiLU."""
+    layers: list[nn.Module] = [nn.Dropout(dropout1), nn.Linear(FEATURES, hidden), nn.SiLU()]
+    for _ in range(depth - 1):
+        layers += [nn.Linear(hidden, hidden), nn.SiLU()]
+    layers += [nn.Dropout(dropout2), nn.Linear(hidden, out)]
     if log_softmax:
         layers.append(nn.LogSoftmax(dim=1))
     return nn.Sequential(*layers)
@@ -41,22 +44,36 @@ def make_head(out: int, hidden: int, dropout1: float, dropout2: float, log_softm
 class ShapeCountNet(nn.Module):
     """forward(x: (N, 1, 28, 28) float in [0, 1]) -> (log_probs (N, 135), counts (N, 6))."""
 
-    def __init__(self, head_hidden: int = 64, head_dropout1: float = 0.3, head_dropout2: float = 0.1) -> None:
+    def __init__(self, head_hidden: int = 64, head_dropout1: float = 0.3, head_dropout2: float = 0.1,
+                 head_depth: int = 1) -> None:
         super().__init__()
         self.backbone = make_backbone()
-        self.cls_head = make_head(NUM_CLASSES, head_hidden, head_dropout1, head_dropout2, log_softmax=True)
-        self.cnt_head = make_head(NUM_TYPES, head_hidden, head_dropout1, head_dropout2, log_softmax=False)
+        self.cls_head = make_head(NUM_CLASSES, head_hidden, head_dropout1, head_dropout2, True, head_depth)
+        self.cnt_head = make_head(NUM_TYPES, head_hidden, head_dropout1, head_dropout2, False, head_depth)
+        # Training only (attach_norms / fold_norms): a BatchNorm after each of the five layers, before its ReLU.
+        # None in the delivered network, so its state dict holds the fixed backbone and the heads only.
+        self.norms: nn.ModuleList | None = None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.heads(self.feature_map(x))
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """The last convolution's ReLU output (N, 64, 28, 28): what a training-only anchor head reads."""
-        return self.backbone[:CONV_LAYERS](x)
+        return self._through(x, 0, CONV_LAYERS)
 
     def heads(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.backbone[CONV_LAYERS:](fmap)
+        z = self._through(fmap, CONV_LAYERS, len(self.backbone))
         return self.cls_head(z), self.cnt_head(z)
+
+    def _through(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Backbone layers start..stop-1, each Conv2d/Linear followed by its norm while norms are attached."""
+        if self.norms is None:
+            return self.backbone[start:stop](x)
+        for i in range(start, stop):
+            x = self.backbone[i](x)
+            if i in NORMED:
+                x = self.norms[NORMED.index(i)](x)
+        return x
 
 
 def make_anchor_head(kernel: int) -> nn.Conv2d:
@@ -64,6 +81,37 @@ def make_anchor_head(kernel: int) -> nn.Conv2d:
     losses.anchor_loss). Being linear, the sum of its output over the image - the count of each type - is a
     linear function of the features that Linear(50176, 256) can represent exactly. Dropped at export."""
     return nn.Conv2d(64, NUM_TYPES, kernel, padding=kernel // 2)
+
+
+# Backbone positions of the four Conv2d and the Linear, in order: where a training-only BatchNorm goes.
+NORMED = (0, 2, 4, 6, CONV_LAYERS + 1)
+NORMED_WIDTHS = (8, 16, 32, 64, FEATURES)
+
+
+def attach_norms(model: ShapeCountNet) -> None:
+    """Training only: a BatchNorm after each of the backbone's five layers, before its ReLU (the function the
+    delivered network computes is unchanged in kind: fold_norms turns each norm into its layer's weights).
+    Normalised pre-activations keep every channel and unit centred on the batch whatever the layers below do, so
+    no unit dies and the four small convolutions train at the pace of the big linear layer."""
+    norms = [nn.BatchNorm2d(c) for c in NORMED_WIDTHS[:-1]] + [nn.BatchNorm1d(NORMED_WIDTHS[-1])]
+    device = model.backbone[0].weight.device
+    model.norms = nn.ModuleList(norms).to(device).train(model.training)
+
+
+@torch.no_grad()
+def fold_norms(model: ShapeCountNet) -> None:
+    """Fold each attached norm's evaluation-mode transform (running statistics, scale and shift) into the weights
+    and bias of the layer before it, and detach the norms: the plain network then computes what the normed one
+    computes in evaluation mode (up to float rounding). No-op without norms."""
+    if model.norms is None:
+        return
+    for i, norm in zip(NORMED, model.norms):
+        layer = model.backbone[i]
+        fuse = fuse_conv_bn_weights if isinstance(layer, nn.Conv2d) else fuse_linear_bn_weights
+        w, b = fuse(layer.weight, layer.bias, norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias)
+        layer.weight.copy_(w)
+        layer.bias.copy_(b)
+    model.norms = None
 
 
 class TrainingLeakyReLU(nn.Module):
@@ -97,7 +145,7 @@ def leaky_in_training(model: ShapeCountNet) -> Iterator[list[TrainingLeakyReLU]]
 
 
 def build_model(cfg) -> ShapeCountNet:
-    return ShapeCountNet(cfg.head_hidden, cfg.head_dropout1, cfg.head_dropout2)
+    return ShapeCountNet(cfg.head_hidden, cfg.head_dropout1, cfg.head_dropout2, cfg.head_depth)
 
 
 def count_parameters(module: nn.Module) -> int:

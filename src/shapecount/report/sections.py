@@ -215,7 +215,9 @@ def _heads(r: Run) -> str:
     hidden, d1, d2 = r.cfg("head_hidden"), num(r.cfg("head_dropout1")), num(r.cfg("head_dropout2"))
     if hidden is None:
         return "n/a"
-    return f"{hidden}, no dropout" if not (d1 or d2) else f"{hidden}, dropout {fmt(d1, 2)}/{fmt(d2, 2)}"
+    depth = int(num(r.cfg("head_depth", 1)) or 1)
+    width = f"{depth} x {hidden}" if depth > 1 else f"{hidden}"
+    return f"{width}, no dropout" if not (d1 or d2) else f"{width}, dropout {fmt(d1, 2)}/{fmt(d2, 2)}"
 
 
 def _lr(r: Run) -> str:
@@ -234,12 +236,13 @@ def _budget(r: Run) -> str:
 def _setups(runs: list[Run]) -> list[str]:
     header = ["run", "experiment", "cls_weight", "lambda_cnt", "lr", "weight decay", "batch", "epochs cap",
               "time budget", "patience", "monitor", "schedule", "warmup", "amp", "synthetic/epoch", "holdout",
-              "heads", "TTA", "seed"]
+              "heads", "training norms", "TTA", "seed"]
     rows = [[r.label, r.cfg("experiment", r.metrics.get("experiment")), fmt(num(r.cfg("cls_weight")), 2),
              fmt(r.lambda_cnt, 2), _lr(r), fmt(r.cfg("weight_decay")), fmt(r.cfg("batch_size")),
              fmt(r.cfg("epochs")), _budget(r), fmt(r.cfg("patience")), _monitor(r), fmt(r.cfg("schedule")),
              fmt(r.cfg("warmup_epochs", 0)), fmt(r.cfg("amp", r.cfg("bf16", False))), fmt(r.cfg("synth_per_epoch", 0)),
-             fmt(r.cfg("holdout", 0)), _heads(r), fmt(r.cfg("tta")), fmt(r.cfg("seed"))] for r in runs]
+             fmt(r.cfg("holdout", 0)), _heads(r), "BatchNorm, folded" if r.cfg("train_bn") else "none",
+             fmt(r.cfg("tta")), fmt(r.cfg("seed"))] for r in runs]
     if not rows:
         return ["> No runs.", ""]
     return _render("setups.md.j2", table=md_table(header, rows))
