@@ -59,6 +59,19 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
 
 
 @pytest.mark.slow
+def test_two_gloo_ranks_train_with_norms_and_deliver_the_plain_network(tmp_path):
+    # Each rank normalises its own share of a batch; the running statistics are averaged over the ranks before
+    # every evaluation, so the ranks select the same epoch and finish together.
+    data = write_gsn_dir(tmp_path / "gsn", n=60)
+    r = torchrun(2, ["train", "--data", str(data), "--out", str(tmp_path / "bn"), *TRAIN, "--set", "batch_size=16",
+                     "--set", "train_bn=true"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    state = torch.load(tmp_path / "bn" / "checkpoint.pt", weights_only=True)["model"]
+    assert state and not any(k.startswith("norms.") for k in state)
+    assert all(bool(torch.isfinite(v).all()) for v in state.values())
+
+
+@pytest.mark.slow
 def test_batch_not_divisible_by_ranks_is_one_line(tmp_path):
     data = write_gsn_dir(tmp_path / "gsn", n=30)
     r = torchrun(2, ["train", "--data", str(data), "--out", str(tmp_path / "x"), *TRAIN, "--set", "batch_size=15"])
