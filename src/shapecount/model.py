@@ -89,10 +89,11 @@ NORMED_WIDTHS = (8, 16, 32, 64, FEATURES)
 
 
 def attach_norms(model: ShapeCountNet) -> None:
-    """Training only: a BatchNorm after each of the backbone's five layers, before its ReLU (the function the
-    delivered network computes is unchanged in kind: fold_norms turns each norm into its layer's weights).
-    Normalised pre-activations keep every channel and unit centred on the batch whatever the layers below do, so
-    no unit dies and the four small convolutions train at the pace of the big linear layer."""
+    """Training only: a BatchNorm after each of the backbone's five layers, before its ReLU; fold_norms turns each
+    into its layer's weights and bias, so the delivered network keeps the fixed backbone's layers. Normalised
+    pre-activations keep every channel and unit centred on the batch whatever the layers below do, so no unit
+    dies, and a layer's output no longer scales with its weights, so the small convolutions are not slowed by
+    theirs (docs/ablation.md, "BatchNorm in training")."""
     norms = [nn.BatchNorm2d(c) for c in NORMED_WIDTHS[:-1]] + [nn.BatchNorm1d(NORMED_WIDTHS[-1])]
     device = model.backbone[0].weight.device
     model.norms = nn.ModuleList(norms).to(device).train(model.training)
