@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from shapecount import engine
+from shapecount import engine, evaluation
 from shapecount.config import make_config
 from shapecount.model import build_model
 
@@ -94,11 +94,11 @@ def test_predict_tta_equivariant_model_matches_single_view():
     torch.manual_seed(0)
     model = build_model(cfg)
     images, _ = _tiny_tensors(10)
-    lp, cnt = engine.predict(model, images, torch.device("cpu"), batch_size=4, tta=True)
+    lp, cnt = evaluation.predict(model, images, torch.device("cpu"), batch_size=4, tta=True)
     assert lp.shape == (10, 135) and cnt.shape == (10, 6)
     assert torch.allclose(lp.exp().sum(1), torch.ones(10), atol=1e-4)
-    lp1, _ = engine.predict(model, images, torch.device("cpu"), batch_size=4, tta=False)
-    lp1b, _ = engine.predict(model, images, torch.device("cpu"), batch_size=10, tta=False)
+    lp1, _ = evaluation.predict(model, images, torch.device("cpu"), batch_size=4, tta=False)
+    lp1b, _ = evaluation.predict(model, images, torch.device("cpu"), batch_size=10, tta=False)
     assert torch.allclose(lp1, lp1b, atol=1e-5)  # eval batch size does not change results
 
 
@@ -196,10 +196,10 @@ def test_evaluate_counts_the_live_units():
     fc = model.backbone[9]
     with torch.no_grad():
         fc.bias.fill_(-1e3)  # every unit below zero on every image: all dead
-    assert engine.evaluate(model, images, counts, cfg, torch.device("cpu"))["live_units"] == 0
+    assert evaluation.evaluate(model, images, counts, cfg, torch.device("cpu"))["live_units"] == 0
     with torch.no_grad():
         fc.bias[[0, 7, 255]] = 1e3
-    assert engine.evaluate(model, images, counts, cfg, torch.device("cpu"))["live_units"] == 3
+    assert evaluation.evaluate(model, images, counts, cfg, torch.device("cpu"))["live_units"] == 3
     assert not model.backbone[-1]._forward_hooks  # the counting hook is removed
 
 

@@ -19,7 +19,7 @@ import torch
 
 from conftest import rgba, write_gsn_dir
 from helpers.interrupt import run_interrupted
-from shapecount import engine, experiments, fileio, runlock
+from shapecount import evaluation, experiments, fileio, runlock
 from shapecount.cli import main
 from shapecount.config import make_config
 from shapecount.data import load_gsn
@@ -313,7 +313,7 @@ def test_checkpoint_with_nan_weights_is_refused(run_dir, tmp_path, capsys):
 
 
 def test_non_finite_outputs_are_reported_not_turned_into_metrics(tiny, tmp_path, monkeypatch, capsys):
-    real = engine.predict
+    real = evaluation.predict
 
     def poisoned(*a, **kw):
         lp, cnt = real(*a, **kw)
@@ -321,7 +321,7 @@ def test_non_finite_outputs_are_reported_not_turned_into_metrics(tiny, tmp_path,
         cnt[3, 2] = float("inf")
         return lp, cnt
 
-    monkeypatch.setattr(engine, "predict", poisoned)
+    monkeypatch.setattr(evaluation, "predict", poisoned)
     out = tmp_path / "n"
     assert main(["train", "--data", str(tiny), "--out", str(out), *TRAIN, "--epochs", "1"]) == 1
     err = capsys.readouterr().err

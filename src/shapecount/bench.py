@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from shapecount import augment, engine, labels, runtime
+from shapecount import augment, engine, evaluation, labels, runtime
 from shapecount.config import make_config
 from shapecount.data import GSNData, load_gsn, resolve_source
 from shapecount.data.sources import find_labels_dir
@@ -166,12 +166,12 @@ def bench_ours(data, steps: int, batch: int, bf16: bool, compile_: bool) -> dict
             t_compile = time.perf_counter() - t_compile
         t0 = time.perf_counter()
         b = idx[(step * batch) % (len(idx) - batch):][:batch]
-        x = engine.to_input(data.images[b], dev)
+        x = evaluation.to_input(data.images[b], dev)
         c = data.counts[b].float()
         x, c = augment.augment_batch(x, c, spec, gen)
         y = labels.counts_to_class_batch(c)
         t1 = time.perf_counter()
-        with engine.autocast(dev, bf16):
+        with runtime.autocast(dev, bf16):
             lp, pc = step_model(x)
         loss = multitask_loss(lp, pc, y, c, 1.0, 5.0)["loss"]
         t2 = time.perf_counter()
@@ -192,11 +192,11 @@ def bench_ours(data, steps: int, batch: int, bf16: bool, compile_: bool) -> dict
 def bench_eval(data, bf16: bool, batch: int) -> dict:
     model = ShapeCountNet()
     val = data.images[-1000:]
-    engine.predict(model, val[:batch], torch.device("cpu"), batch, amp=bf16)  # warm-up
+    evaluation.predict(model, val[:batch], torch.device("cpu"), batch, amp=bf16)  # warm-up
     best = float("inf")
     for _ in range(3):
         t = time.perf_counter()
-        engine.predict(model, val, torch.device("cpu"), batch, amp=bf16)
+        evaluation.predict(model, val, torch.device("cpu"), batch, amp=bf16)
         best = min(best, time.perf_counter() - t)
     return {"seconds_1000": best, "images_per_s": len(val) / best, "batch": batch, "bf16": bf16}
 

@@ -42,7 +42,7 @@ def choose_beta(holdout_acc: list[float], betas: tuple[float, ...] = BETAS) -> f
 def check_run(run: Path, data, device: str = "cpu") -> dict:
     """Held-out and validation accuracy per beta for one run folder (TTA as the run was configured)."""
     from shapecount import data as D
-    from shapecount import engine, experiments, runtime
+    from shapecount import evaluation, experiments, runtime
     from shapecount.checkpoint import load_checkpoint
     from shapecount.errors import UserError
 
@@ -54,7 +54,7 @@ def check_run(run: Path, data, device: str = "cpu") -> dict:
     _, hold = experiments.holdout_split(train, val, cfg.holdout)
     out = {"run": str(run), "betas": list(BETAS)}
     for name, ds in (("holdout", hold), ("val", val)):
-        lp, cnt = engine.predict(model, ds.images, torch.device(device), cfg.eval_batch_size, tta=cfg.tta,
+        lp, cnt = evaluation.predict(model, ds.images, torch.device(device), cfg.eval_batch_size, tta=cfg.tta,
                                  amp=runtime.amp_dtype(cfg.amp, torch.device(device)))
         out[name] = accuracy_by_beta(lp, cnt, ds.classes)
     beta = choose_beta(out["holdout"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from shapecount import IMPORT_TIME, distributed, engine, fileio, runfolder, runlock, runtime
+from shapecount import IMPORT_TIME, distributed, engine, evaluation, fileio, runfolder, runlock, runtime
 from shapecount.checkpoint import (
     FIX_RESTART,
     RESUME_FILE,
@@ -77,11 +77,11 @@ def holdout_split(train: GSNData, val: GSNData, n: int) -> tuple[GSNData, GSNDat
 
 def final_metrics(model, cfg: Config, val: GSNData, device) -> tuple[dict, tuple[torch.Tensor, torch.Tensor]]:
     """Metrics of the given weights on val: with TTA if configured, and always the single-view figures."""
-    single = engine.evaluate(model, val.images, val.counts.float(), cfg, device, tta=False)
-    final = engine.evaluate(model, val.images, val.counts.float(), cfg, device, tta=True) if cfg.tta else single
+    single = evaluation.evaluate(model, val.images, val.counts.float(), cfg, device, tta=False)
+    final = evaluation.evaluate(model, val.images, val.counts.float(), cfg, device, tta=True) if cfg.tta else single
     outputs = final.pop("outputs")
     single.pop("outputs", None)
-    engine.check_finite(*outputs, val.names, "validation")  # NaN/Inf is an error, never a metric
+    evaluation.check_finite(*outputs, val.names, "validation")  # NaN/Inf is an error, never a metric
     metrics = {k: v for k, v in final.items()}
     metrics["single_view"] = {k: single[k] for k in ("loss", "top1_accuracy", "macro_f1", "pair_accuracy",
                                                       "rmse", "mae", "count_decoded_accuracy")}

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shapecount import engine, labels, runtime
+from shapecount import engine, evaluation, labels, runtime
 from shapecount.checkpoint import load_checkpoint
 from shapecount.data import read_image
 from shapecount.errors import UserError
@@ -41,9 +41,9 @@ def predict_paths(checkpoint: Path, paths: list[Path], top_k: int = 3, tta: bool
     files = collect_pngs(paths)
     images = torch.from_numpy(np.stack([read_image(f) for f in files]))
     use_tta = cfg.tta if tta is None else tta
-    log_probs, counts = engine.predict(model, images, device, cfg.eval_batch_size, tta=use_tta,
+    log_probs, counts = evaluation.predict(model, images, device, cfg.eval_batch_size, tta=use_tta,
                                           amp=runtime.amp_dtype(cfg.amp, device))
-    engine.check_finite(log_probs, counts, [str(f) for f in files], str(checkpoint))
+    evaluation.check_finite(log_probs, counts, [str(f) for f in files], str(checkpoint))
     probs = log_probs.exp()
     k = min(top_k, labels.NUM_CLASSES)
     top_p, top_c = probs.topk(k, dim=1)

@@ -3,6 +3,7 @@ off on this device (`use_bf16`)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -181,3 +182,11 @@ def amp_dtype(requested: bool, device: torch.device) -> torch.dtype | None:
 
 def precision_name(dtype: torch.dtype | None) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | bool | None):
+    """Autocast to `dtype` (bf16 or fp16; callers decide with `runtime.amp_dtype`), or none for fp32. `True`
+    means bf16 (the benchmark times both precisions)."""
+    if dtype is True:
+        dtype = torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
