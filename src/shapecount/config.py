@@ -56,7 +56,8 @@ class Config:
     # layers' weights and biases when training ends (model.attach_norms / fold_norms); evaluation during training
     # uses the running statistics, i.e. exactly the network that folding delivers. The delivered network is the
     # fixed backbone and the heads, as without it. Measured: +12 points of top-1 after 4 epochs, +2 after 12, none
-    # on top of conv_lr_scale=3 (docs/ablation.md "BatchNorm in training"), so no recipe uses it.
+    # on top of conv_lr_scale=3 and the same end point over best's 40 (docs/ablation.md "BatchNorm in training"),
+    # so no recipe uses it.
     train_bn: bool = False
     # initialisation of the backbone: default (PyTorch's), centre or lsuv (data-dependent, model.init_from_data)
     init: str = "default"
