@@ -428,7 +428,7 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
                                  on_step=set_leak if leaky else None)
             first_step_unix = first_step_unix or tr["first_step_unix"]
             if model.norms is not None and world.parallel:  # every rank evaluates with the same statistics
-                distributed.average_buffers(list({id(m): m for m in (model, evaluated)}.values()), world)
+                distributed.average_buffers([model] if evaluated is model else [model, evaluated], world)
             ev = evaluate(evaluated, val_images, val_counts, cfg, device, tta=False)
             row = {
                 "epoch": epoch,

@@ -72,7 +72,7 @@ class ShapeCountNet(nn.Module):
         for i in range(start, stop):
             x = self.backbone[i](x)
             if i in NORMED:
-                x = self.norms[NORMED.index(i)](x)
+                x = self.norms[NORMED.index(i)](x)  # five positions: a scan costs nothing next to the layer
         return x
 
 
@@ -85,7 +85,6 @@ def make_anchor_head(kernel: int) -> nn.Conv2d:
 
 # Backbone positions of the four Conv2d and the Linear, in order: where a training-only BatchNorm goes.
 NORMED = (0, 2, 4, 6, CONV_LAYERS + 1)
-NORMED_WIDTHS = (8, 16, 32, 64, FEATURES)
 
 
 def attach_norms(model: ShapeCountNet) -> None:
@@ -94,8 +93,10 @@ def attach_norms(model: ShapeCountNet) -> None:
     pre-activations keep every channel and unit centred on the batch whatever the layers below do, so no unit
     dies, and a layer's output no longer scales with its weights, so the small convolutions are not slowed by
     theirs (docs/ablation.md, "BatchNorm in training")."""
-    norms = [nn.BatchNorm2d(c) for c in NORMED_WIDTHS[:-1]] + [nn.BatchNorm1d(NORMED_WIDTHS[-1])]
-    device = model.backbone[0].weight.device
+    layers = [model.backbone[i] for i in NORMED]
+    norms = [nn.BatchNorm2d(layer.out_channels) if isinstance(layer, nn.Conv2d) else nn.BatchNorm1d(layer.out_features)
+             for layer in layers]
+    device = layers[0].weight.device
     model.norms = nn.ModuleList(norms).to(device).train(model.training)
 
 
