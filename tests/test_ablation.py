@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from shapecount import ablation
@@ -105,6 +106,12 @@ def test_top1_by_overlap_with_an_audit(tmp_path, capsys):
     assert "top-1 decidable (10) | top-1 ambiguous (0)" in md
     assert "| exact decoding, MAP (ceiling) | 1.000 | n/a | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 |" in md
     assert "| a | 0.200 | n/a | 1.000 | 0.000 | 0.000 | 0.000 | 0.000 |" in md
+    visible = overlap.decidable_overlaps({r["name"]: r for r in rows}, "visible")
+    edges = overlap.bin_edges(visible, 5)
+    group = {n: overlap.bin_of(v, edges) for n, v in visible.items()}  # the same right images, regrouped
+    expect = [np.mean([n in least for n in group if group[n] == i]) for i in range(5)]
+    assert "| top-1, least visible 0." in md
+    assert "| a | " + " | ".join(f"{v:.3f}" for v in expect) + " |" in md
     capsys.readouterr()
     assert main(["ablation", str(root), "--audit", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -158,6 +158,7 @@ def test_reproduce_quick_end_to_end(synth_gsn, tmp_path):
     assert "### Against the exact-decoding ceiling" in md and "exact decoding, MAP (ceiling)" in md
     assert "Against the exact decoder:" in md
     assert "#### Top-1 by how much the shapes overlap" in md and "overlap 0." in md
+    assert "#### Top-1 by how visible the least visible shape is" in md and "least visible 0." in md
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""exact.overlap: overlap share from witness placements, groups of equal size, top-1 per group."""
+"""exact.overlap: overlap and least visible shares from witness placements, groups of equal size, top-1 per group."""
 
 from __future__ import annotations
 
@@ -39,6 +39,25 @@ def test_overlap_share_of_masks():
     assert overlap.overlap_share(np.zeros((2, 3, 3), dtype=bool)) == 0.0
 
 
+def test_least_visible_share_counts_what_no_other_shape_covers():
+    def masks(shapes):
+        types = torch.tensor([t for t, _, _ in shapes]).view(-1, 1)
+        return synth.draw(types, torch.tensor([[r, c] for _, r, c in shapes]).view(-1, 1, 2)).numpy() > 0  # one per shape
+
+    whole = [overlap.whole_area(t) for t in range(6)]
+    assert whole[0] == 49 and all(a > 0 for a in whole)  # the 7x7 square
+    apart = [(0, 4, 4), (1, 18, 18)]  # a square and a circle far apart, both inside the image
+    assert overlap.least_visible_share([0, 1], masks(apart)) == 1.0
+    cut = [(0, 4, 4), (0, 27, 27)]  # the second square's anchor at the corner: part of it outside the image
+    share = overlap.least_visible_share([0, 0], masks(cut))
+    assert share == pytest.approx(int(masks(cut)[1].sum()) / 49) and share < 1
+    same = [(0, 10, 10), (0, 10, 10), (1, 20, 20)]  # two squares on one anchor hide each other completely
+    assert overlap.least_visible_share([0, 0, 1], masks(same)) == 0.0
+    shifted = [(0, 10, 10), (0, 10, 11)]  # one column apart: each keeps one column of 7 pixels to itself
+    assert overlap.least_visible_share([0, 0], masks(shifted)) == pytest.approx(7 / 49)
+    assert overlap.least_visible_share([], np.zeros((0, 28, 28), dtype=bool)) == 1.0
+
+
 def test_witness_masks_redraw_the_image():
     g = torch.Generator().manual_seed(3)
     counts = synth.sample_labels(1, g)
@@ -61,6 +80,8 @@ def test_decidable_overlaps_skip_ambiguous_and_measure_the_rest():
     assert 0 < shares["apart"] < 1
     stacked = _row("stacked", [(0, 10, 10)] * 2 + [(0, 11, 10)] * 2 + [(1, 20, 20)] * 6)
     assert overlap.decidable_overlaps({"s": stacked})["s"] == pytest.approx(1.0)  # every inked pixel under two
+    visible = overlap.decidable_overlaps({r["name"]: r for r in (apart, far, amb, stacked)}, "visible")
+    assert set(visible) == {"apart", "far", "stacked"} and visible["stacked"] == 0.0 and 0 < visible["far"] <= 1
 
 
 def test_groups_of_equal_size_and_top1_per_group():

@@ -3,8 +3,8 @@
 Layout: ROOT/<setting>/<seed run>/ (run folders written by `shapecount train`). Reads only metrics.json,
 config.json and predictions.csv; prints two Markdown tables (the metrics, then where the errors are) and writes
 ROOT/ablation.md and ROOT/ablation.json. With an audit of the validation images (`shapecount audit --split val
---out DIR`), a third table gives top-1 on the decidable images by how much their shapes overlap
-(`exact.overlap`). The first setting in sorted order, or the one named by --baseline, is the
+--out DIR`), two more tables give top-1 on the decidable images by how much their shapes overlap and by how
+visible their least visible shape is (`exact.overlap`). The first setting in sorted order, or the one named by --baseline, is the
 reference whose config the others are compared with.
 """
 
@@ -34,11 +34,13 @@ ERROR_COLUMNS = [("wrong type pair", "err_pair"), ("right pair, split off by 1",
 
 
 OVERLAP_BINS = 5
+GROUPINGS = (("ov", "overlap"), ("vis", "visible"))  # (key prefix, exact.overlap.MEASURES name)
 
 
 class AuditView:
     """A run's top-1 against an audit of the validation images: on the images the exact decoder decides, on the
-    ambiguous ones, and on the decidable ones in OVERLAP_BINS groups of equal size by overlap share."""
+    ambiguous ones, and on the decidable ones in OVERLAP_BINS groups of equal size by each measure of
+    exact.overlap.MEASURES (how much the shapes overlap; how visible the least visible shape is)."""
 
     def __init__(self, audit_dir: Path) -> None:
         from shapecount.errors import UserError
@@ -48,36 +50,40 @@ class AuditView:
             raise UserError(audit_dir, "holds no audit (summary.json and witnesses.jsonl)",
                             "write one with `shapecount audit --split val --out DIR`")
         self.rows = {r["name"]: r for r in audit.rows}
-        self.shares = overlap.decidable_overlaps(self.rows)
+        # prefix -> (measure of every decidable image, edges of its groups)
+        self.measures = {p: overlap.decidable_overlaps(self.rows, m) for p, m in GROUPINGS}
+        self.shares = self.measures["ov"]  # every measure covers the same (decidable) images
         if len(self.shares) < OVERLAP_BINS:
             raise UserError(audit_dir, f"decides only {len(self.shares)} images, too few to group",
                             "audit the validation split")
-        self.edges = overlap.bin_edges(self.shares, OVERLAP_BINS)
+        self.edges = {p: overlap.bin_edges(v, OVERLAP_BINS) for p, v in self.measures.items()}
         self.n_amb = len(self.rows) - len(self.shares)
 
-    def group_names(self) -> list[str]:
-        return [f"overlap {g['lo']:.2f}-{g['hi']:.2f}" for g in overlap.top1_by_overlap(self.shares, self.edges, {})]
+    def group_names(self, prefix: str) -> list[str]:
+        label = overlap.MEASURES[dict(GROUPINGS)[prefix]][1]
+        return [f"{label} {g['lo']:.2f}-{g['hi']:.2f}"
+                for g in overlap.top1_by_overlap(self.measures[prefix], self.edges[prefix], {})]
 
     def ceiling(self) -> dict[str, float | None]:
         """The exact decoder's own row: its MAP class is right on every decidable image by definition."""
         amb = [r for n, r in self.rows.items() if n not in self.shares]
-        out: dict[str, float | None] = {f"ov_{i}": 1.0 for i in range(OVERLAP_BINS)}
+        out: dict[str, float | None] = {f"{p}_{i}": 1.0 for p, _ in GROUPINGS for i in range(OVERLAP_BINS)}
         out["dec_top1"] = 1.0
         out["amb_top1"] = sum(map(map_right, amb)) / len(amb) if amb else None
         out["top1_accuracy"] = sum(map(map_right, self.rows.values())) / len(self.rows)
         return out
 
     def of_run(self, run: Path, class_head: bool) -> dict[str, float]:
-        """{"dec_top1", "amb_top1", "ov_<group>": top-1} from the run's predictions.csv; empty when it is missing,
-        a key missing when the run covers none of its images."""
+        """{"dec_top1", "amb_top1", "<prefix>_<group>": top-1} from the run's predictions.csv; empty when it is
+        missing, a key missing when the run covers none of its images."""
         try:
             preds = runfolder.load_predictions(run)
             pred = runfolder.effective_pred_class(preds, class_head)
         except (OSError, KeyError, ValueError):
             return {}
         correct = overlap.correct_by_name(preds["name"], pred, preds["true_class"])
-        out = {f"ov_{i}": g["top1"] for i, g in enumerate(overlap.top1_by_overlap(self.shares, self.edges, correct))
-               if g["top1"] is not None}
+        out = {f"{p}_{i}": g["top1"] for p, v in self.measures.items()
+               for i, g in enumerate(overlap.top1_by_overlap(v, self.edges[p], correct)) if g["top1"] is not None}
         for key, keep in (("dec_top1", lambda n: n in self.shares), ("amb_top1", lambda n: n not in self.shares)):
             hits = [ok for n, ok in correct.items() if n in self.rows and keep(n)]
             if hits:
@@ -85,7 +91,11 @@ class AuditView:
         return out
 
 
-AUDIT_KEYS = ("dec_top1", "amb_top1", *(f"ov_{i}" for i in range(OVERLAP_BINS)))
+def group_keys(prefix: str) -> tuple[str, ...]:
+    return tuple(f"{prefix}_{i}" for i in range(OVERLAP_BINS))
+
+
+AUDIT_KEYS = ("dec_top1", "amb_top1", *(k for p, _ in GROUPINGS for k in group_keys(p)))
 
 
 def _with_defaults(cfg: dict) -> dict:
@@ -182,15 +192,23 @@ def _overlap_markdown(rows: list[dict], groups: AuditView | None) -> list[str]:
     if groups is None:
         return []
     ceiling = groups.ceiling()
-    top = ["exact decoding, MAP (ceiling)", *("n/a" if ceiling[k] is None else f"{ceiling[k]:.3f}" for k in AUDIT_KEYS)]
-    body = [top, *([r["setting"], *(_mean_std(r, k) for k in AUDIT_KEYS)] for r in rows)]
-    head = ["setting", f"top-1 decidable ({len(groups.shares)})", f"top-1 ambiguous ({groups.n_amb})",
-            *(f"top-1, {n}" for n in groups.group_names())]
+
+    def table(keys: tuple[str, ...], head: list[str]) -> str:
+        top = ["exact decoding, MAP (ceiling)", *("n/a" if ceiling[k] is None else f"{ceiling[k]:.3f}" for k in keys)]
+        return md_table(["setting", *head], [top, *([r["setting"], *(_mean_std(r, k) for k in keys)] for r in rows)])
+
+    by_overlap = table(("dec_top1", "amb_top1", *group_keys("ov")),
+                       [f"top-1 decidable ({len(groups.shares)})", f"top-1 ambiguous ({groups.n_amb})",
+                        *(f"top-1, {n}" for n in groups.group_names("ov"))])
+    by_visible = table(group_keys("vis"), [f"top-1, {n}" for n in groups.group_names("vis")])
     return ["", (f"Against the exact decoder (`shapecount audit`; its MAP class is right on "
                  f"{ceiling['top1_accuracy']:.3f} of the audited images): top-1 on the images it decides and on the "
                  f"ambiguous ones, and on the decidable ones in {OVERLAP_BINS} groups of equal size by overlap share "
                  "(of the pixels the shapes of the label's witness cover, the share covered by two or more; "
-                 "exact.overlap):"), "", md_table(head, body)]
+                 "exact.overlap):"), "", by_overlap, "",
+            (f"The same decidable images in {OVERLAP_BINS} groups of equal size by the least visible share (of each "
+             "shape's whole area, the share inside the image that no other shape covers, the smallest over the "
+             "image's shapes):"), "", by_visible]
 
 
 def write_summary(root: Path, baseline: str | None = None, audit: Path | None = None) -> str:

@@ -2,13 +2,18 @@
 model's top-1 by that amount.
 
 A witness of an image's class is a placement of its 10 shapes that redraws the image exactly (`audit`). Where
-two or more shapes cover a pixel, XOR keeps only their parity, so the shapes there hide one another. The overlap
-share of an image is the part of the pixels covered by any shape that are covered by two or more. Grouping the
-decidable images (the pixels allow one class only) by it separates errors that come from what the shapes hide
-from errors a model makes on images where every shape is plain to see.
+two or more shapes cover a pixel, XOR keeps only their parity, so the shapes there hide one another. Two measures
+of an image (MEASURES):
+- overlap share: of the pixels covered by any shape, the part covered by two or more (the image as a whole);
+- least visible share: of each shape's whole outline, the part inside the image and covered by no other shape,
+  the smallest over its shapes (the one shape that is hardest to see, hidden by others or cut by the border).
+Grouping the decidable images (the pixels allow one class only) by either separates errors that come from what
+the shapes hide from errors a model makes on images where every shape is plain to see.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
@@ -44,13 +49,35 @@ def overlap_share(masks: np.ndarray) -> float:
     return float((cover >= 2).sum()) / union if union else 0.0
 
 
-def decidable_overlaps(rows: dict[str, dict]) -> dict[str, float]:
-    """Overlap share of every decidable image of an audit ({name: record}), from its label's witness."""
+@functools.cache
+def whole_area(kind: int) -> int:
+    """Pixels of one whole (unclipped) shape of type `kind` (labels.TYPES index)."""
+    return int(synth.template(kind).sum())
+
+
+def least_visible_share(kinds: list[int], masks: np.ndarray) -> float:
+    """Of each shape's whole area, the share of pixels inside the image that no other shape covers; the smallest
+    over the shapes (bool masks (K, H, W), clipped at the border, in the order of `kinds`). 1.0 without shapes."""
+    alone = masks & (np.asarray(masks, dtype=np.int32).sum(0) == 1)
+    return min((float(a.sum()) / whole_area(k) for k, a in zip(kinds, alone)), default=1.0)
+
+
+# name -> (measure of an image from its witness's shape types and masks, column label)
+MEASURES = {
+    "overlap": (lambda kinds, masks: overlap_share(masks), "overlap"),
+    "visible": (least_visible_share, "least visible"),
+}
+
+
+def decidable_overlaps(rows: dict[str, dict], measure: str = "overlap") -> dict[str, float]:
+    """A measure (MEASURES) of every decidable image of an audit ({name: record}), from its label's witness."""
+    fn = MEASURES[measure][0]
     out = {}
     for name, row in rows.items():
         if is_decidable(row):
             _, shapes = witness_masks(row, int(row["label"]))
-            out[name] = overlap_share(np.stack([m for _, m in shapes])) if shapes else 0.0
+            masks = np.stack([m for _, m in shapes]) if shapes else np.zeros((0, synth.SIDE, synth.SIDE), dtype=bool)
+            out[name] = fn([k for k, _ in shapes], masks)
     return out
 
 

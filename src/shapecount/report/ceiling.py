@@ -95,9 +95,24 @@ def run_correct(run: Run) -> dict[str, bool] | None:
     return overlap.correct_by_name(p["name"], run.pred_class(), p["true_class"])
 
 
-def overlap_table(runs: list[Run], audit: dict[str, Any], bins: int = 5) -> list[str]:
-    """Each run's top-1 on the decidable images, in groups of equal size by how much their shapes overlap."""
-    shares = overlap.decidable_overlaps(audit["rows"])
+# measure (exact.overlap.MEASURES) -> (heading, what the groups are)
+GROUPED_BY = {
+    "overlap": ("Top-1 by how much the shapes overlap",
+                ("their overlap share: of the pixels the shapes of the label's witness cover, the share covered by two "
+                "or more (XOR keeps only their parity, so the shapes there hide one another). The exact decoder is "
+                "right on all of them. Errors that come from shapes hiding one another gather in the last groups; "
+                "those in the first group are on images whose shapes barely overlap.")),
+    "visible": ("Top-1 by how visible the least visible shape is",
+                ("their least visible share: of each shape's whole area, the share inside the image that no other "
+                "shape covers, the smallest over the image's 10 shapes (a shape mostly hidden by others or cut by "
+                "the border gives a small share). The exact decoder is right on all of them.")),
+}
+
+
+def overlap_table(runs: list[Run], audit: dict[str, Any], bins: int = 5, measure: str = "overlap") -> list[str]:
+    """Each run's top-1 on the decidable images, in groups of equal size by a measure of how much their shapes
+    hide one another (exact.overlap.MEASURES)."""
+    shares = overlap.decidable_overlaps(audit["rows"], measure)
     if len(shares) < bins:
         return []
     edges = overlap.bin_edges(shares, bins)
@@ -111,13 +126,10 @@ def overlap_table(runs: list[Run], audit: dict[str, Any], bins: int = 5) -> list
             body.append([r.label, *(fmt(g["top1"]) if g["top1"] is not None else "n/a" for g in groups)])
     if not body:
         return []
-    head = ["", *(f"overlap {g['lo']:.2f}-{g['hi']:.2f}" for g in overlap.top1_by_overlap(shares, edges, {}))]
-    return ["#### Top-1 by how much the shapes overlap", "",
-            (f"The {len(shares)} decidable images in {bins} groups of equal size by their overlap share: of the "
-             "pixels the shapes of the label's witness cover, the share covered by two or more (XOR keeps only "
-             "their parity, so the shapes there hide one another). The exact decoder is right on all of them. "
-             "Errors that come from shapes hiding one another gather in the last groups; those in the first group "
-             "are on images whose shapes barely overlap."), "",
+    label = overlap.MEASURES[measure][1]
+    head = ["", *(f"{label} {g['lo']:.2f}-{g['hi']:.2f}" for g in overlap.top1_by_overlap(shares, edges, {}))]
+    title, what = GROUPED_BY[measure]
+    return [f"#### {title}", "", f"The {len(shares)} decidable images in {bins} groups of equal size by {what}", "",
             md_table(head, body), ""]
 
 
