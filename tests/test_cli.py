@@ -51,6 +51,7 @@ def test_train_writes_every_file(trained):
     assert set(m["rmse_per_type"]) == {"squares", "circles", "up", "right", "down", "left"}
     assert m["epochs"] == 2 and 1 <= m["best_epoch"] <= 2 and m["n_val"] == 8
     assert m["precision"] == "fp32"  # the protocol recipe asks for fp32 on any CPU
+    assert m["fixed_backbone"] is True
     with open(trained / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and rows[0]["epoch"] == "1" and float(rows[0]["lr"]) == 1e-3
@@ -83,6 +84,19 @@ def test_evaluate_rebuilds_the_same_metrics(trained, tiny, tmp_path):
     for k in ("top1_accuracy", "macro_f1", "rmse", "mae", "count_decoded_accuracy"):
         assert a[k] == pytest.approx(b[k], abs=1e-6), k
     assert (out / "plots" / "confusion_135.png").is_file()
+
+
+def test_a_widened_network_trains_evaluates_and_says_it_is_not_the_fixed_one(tiny, tmp_path, capsys):
+    out = tmp_path / "wide"
+    assert main(["train", "--data", str(tiny), "--recipe", "protocol", "--epochs", "1", "--out", str(out),
+                 "--no-progress", "--set", "batch_size=16", "--set", "conv_widths=4,4,4"]) == 0
+    assert "a capacity study, not the assignment's fixed backbone" in capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text())["fixed_backbone"] is False
+    assert "capacity study" in (out / "model.txt").read_text()
+    assert main(["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--data", str(tiny),
+                 "--out", str(tmp_path / "ev")]) == 0  # the checkpoint's config rebuilds the widened network
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (out, tmp_path / "ev"))
+    assert a["top1_accuracy"] == pytest.approx(b["top1_accuracy"]) and b["fixed_backbone"] is False
 
 
 def test_predict_csv_and_json(trained, tiny, capsys):

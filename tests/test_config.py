@@ -89,3 +89,12 @@ def test_time_budget_needs_a_schedule_the_first_epoch_does_not_depend_on():
 def test_head_depth_must_be_positive():
     with pytest.raises(ConfigError, match="head_depth must be >= 1, got 0"):
         make_config(overrides={"head_depth": 0})
+
+
+def test_conv_widths_are_three_channel_counts_and_the_default_is_the_fixed_backbone():
+    assert make_config().fixed_backbone() and make_config().widths() == (8, 16, 32)
+    wide = make_config(overrides={"conv_widths": "32,64,64"})
+    assert not wide.fixed_backbone() and wide.widths() == (32, 64, 64)
+    for bad in ("8,16", "8,16,0", "8,x,32", "8,16,32,64"):
+        with pytest.raises(ConfigError, match="conv_widths must be three channel counts"):
+            make_config(overrides={"conv_widths": bad})

@@ -28,6 +28,18 @@ def test_backbone_is_the_fixed_one():
     assert count_parameters(m) == 12_911_757
 
 
+def test_capacity_study_widens_the_first_three_convolutions_only():
+    wide = build_model(make_config(overrides={"conv_widths": "32,64,64"}))
+    convs = [layer for layer in wide.backbone if isinstance(layer, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(1, 32), (32, 64), (64, 64), (64, 64)]
+    assert [type(layer) for layer in wide.backbone] == [type(layer) for layer in ShapeCountNet().backbone]
+    assert wide.backbone[9].in_features == 64 * 28 * 28 and wide(torch.rand(2, 1, 28, 28))[0].shape == (2, 135)
+    assert "a capacity study, not the assignment's fixed backbone" in describe(wide)
+    assert "capacity study" not in describe(ShapeCountNet())
+    attach_norms(wide)  # the training-only norms take their widths from the layers
+    assert [n.num_features for n in wide.norms] == [32, 64, 64, 64, 256]
+
+
 def test_heads_configurable_and_shapes():
     cfg = make_config("multitask", overrides={"head_hidden": 32, "head_dropout1": 0.0})
     m = build_model(cfg).eval()

@@ -363,10 +363,12 @@ def test_setups_show_the_time_budget_and_the_convolutions_lr(tmp_path: Path) -> 
     make_reproduce(tmp_path)
     run = tmp_path / "multitask"
     cfg = json.loads((run / "config.json").read_text())
-    (run / "config.json").write_text(json.dumps({**cfg, "minutes": 9.0, "conv_lr_scale": 3.0}))
+    (run / "config.json").write_text(json.dumps({**cfg, "minutes": 9.0, "conv_lr_scale": 3.0, "conv_widths": "32,64,64"}))
     m = json.loads((run / "metrics.json").read_text())
     (run / "metrics.json").write_text(json.dumps({**m, "epochs_planned": 12}))
     md = report.write_report(tmp_path, make_plots=False)[0].read_text()
     rows = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if "| cosine |" in line}
     assert "| 0.002 (convolutions x3) |" in rows[RUNS["multitask"]] and "| 9 min (12 epochs) |" in rows[RUNS["multitask"]]
     assert "| 0.002 |" in rows[RUNS["classification"]] and "| none |" in rows[RUNS["classification"]]
+    assert "| convolutions 32,64,64,64 (not the fixed one) |" in rows[RUNS["multitask"]]
+    assert "| fixed |" in rows[RUNS["classification"]]  # also for configs written before conv_widths existed

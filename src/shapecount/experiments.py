@@ -98,7 +98,7 @@ def write_run_outputs(out: Path, model, cfg: Config, val: GSNData, device, extra
 
     metrics, (log_probs, pred_counts) = final_metrics(model, cfg, val, device)
     metrics = {"experiment": cfg.experiment, "lambda_cnt": cfg.lambda_cnt, "cls_weight": cfg.cls_weight,
-               **metrics, **extra}
+               "fixed_backbone": cfg.fixed_backbone(), **metrics, **extra}
     runfolder.write_predictions(out / "predictions.csv", val, log_probs, pred_counts)
     save_checkpoint(out / "checkpoint.pt", model, optimizer, cfg, epoch, metrics)
     runfolder.write_metrics(out, metrics)
@@ -176,6 +176,9 @@ def _run_locked(cfg: Config, data: GSNData, train: GSNData, val: GSNData, select
         f"{f' within {cfg.minutes:g} min' if cfg.minutes else ''}, "
         f"patience {cfg.patience} on {cfg.resolved_monitor()}"
         f"{f' of {len(select)} held-out training images' if cfg.holdout else ''}{start}")
+    if not cfg.fixed_backbone():
+        log(f"[{cfg.experiment}] convolutions of {cfg.conv_widths},64 channels: a capacity study, not the "
+            "assignment's fixed backbone (8,16,32,64)")
     history: list[dict] = list(state["history"]) if state else []
 
     def on_epoch(row: dict, capture) -> None:

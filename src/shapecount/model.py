@@ -10,19 +10,23 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 
+from shapecount.config import FIXED_CONV_WIDTHS
 from shapecount.labels import NUM_CLASSES, NUM_TYPES
 
 FEATURES = 256
 CONV_LAYERS = 8  # the four Conv2d + ReLU pairs of the backbone, before Flatten
 
 
-def make_backbone() -> nn.Sequential:
-    """Fixed by the assignment; a test pins the layer list and its 12,869,696 parameters."""
+def make_backbone(widths: tuple[int, ...] = FIXED_CONV_WIDTHS) -> nn.Sequential:
+    """Fixed by the assignment (the default widths); a test pins the layer list and its 12,869,696 parameters.
+    Other widths of the first three convolutions serve the capacity study only (Config.conv_widths): the last
+    convolution, Linear(64*28*28, 256) and everything after keep their shapes."""
+    a, b, c = widths
     return nn.Sequential(
-        nn.Conv2d(1, 8, 3, stride=1, padding=1), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=1, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=1, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, stride=1, padding=1), nn.ReLU(),
+        nn.Conv2d(1, a, 3, stride=1, padding=1), nn.ReLU(),
+        nn.Conv2d(a, b, 3, stride=1, padding=1), nn.ReLU(),
+        nn.Conv2d(b, c, 3, stride=1, padding=1), nn.ReLU(),
+        nn.Conv2d(c, 64, 3, stride=1, padding=1), nn.ReLU(),
         nn.Flatten(),
         nn.Linear(64 * 28 * 28, FEATURES), nn.ReLU(),
     )
@@ -45,9 +49,9 @@ class ShapeCountNet(nn.Module):
     """forward(x: (N, 1, 28, 28) float in [0, 1]) -> (log_probs (N, 135), counts (N, 6))."""
 
     def __init__(self, head_hidden: int = 64, head_dropout1: float = 0.3, head_dropout2: float = 0.1,
-                 head_depth: int = 1) -> None:
+                 head_depth: int = 1, conv_widths: tuple[int, ...] = FIXED_CONV_WIDTHS) -> None:
         super().__init__()
-        self.backbone = make_backbone()
+        self.backbone = make_backbone(tuple(conv_widths))
         self.cls_head = make_head(NUM_CLASSES, head_hidden, head_dropout1, head_dropout2, True, head_depth)
         self.cnt_head = make_head(NUM_TYPES, head_hidden, head_dropout1, head_dropout2, False, head_depth)
         # Training only (attach_norms / fold_norms): a BatchNorm after each of the five layers, before its ReLU.
@@ -147,7 +151,7 @@ def leaky_in_training(model: ShapeCountNet) -> Iterator[list[TrainingLeakyReLU]]
 
 
 def build_model(cfg) -> ShapeCountNet:
-    return ShapeCountNet(cfg.head_hidden, cfg.head_dropout1, cfg.head_dropout2, cfg.head_depth)
+    return ShapeCountNet(cfg.head_hidden, cfg.head_dropout1, cfg.head_dropout2, cfg.head_depth, cfg.widths())
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -160,6 +164,10 @@ def describe(model: ShapeCountNet) -> str:
     for name in ("backbone", "cls_head", "cnt_head"):
         lines.append(f"  {name:<9} {count_parameters(getattr(model, name)):>12,}")
     lines.append(f"  {'total':<9} {count_parameters(model):>12,}")
+    widths = tuple(model.backbone[i].out_channels for i in (0, 2, 4))
+    if widths != FIXED_CONV_WIDTHS:
+        lines += ["", (f"convolutions of {','.join(map(str, widths))},64 channels: a capacity study, not the "
+                  f"assignment's fixed backbone ({','.join(map(str, FIXED_CONV_WIDTHS))},64)")]
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import jinja2
 
 from shapecount import labels, plots, runfolder
+from shapecount.config import FIXED_CONV_WIDTHS
 from shapecount.mdtable import md_table
 from shapecount.report import ceiling
 from shapecount.report.analysis import TTA_LEVELS, binomial_std, error_analysis, mcnemar, time_to_accuracy
@@ -220,6 +221,14 @@ def _heads(r: Run) -> str:
     return f"{width}, no dropout" if not (d1 or d2) else f"{width}, dropout {fmt(d1, 2)}/{fmt(d2, 2)}"
 
 
+def _backbone(r: Run) -> str:
+    """"fixed" for the assignment's backbone, else the capacity study's convolution widths."""
+    widths = str(r.cfg("conv_widths", ",".join(map(str, FIXED_CONV_WIDTHS))))
+    if widths.replace(" ", "") == ",".join(map(str, FIXED_CONV_WIDTHS)):
+        return "fixed"
+    return f"convolutions {widths},64 (not the fixed one)"
+
+
 def _lr(r: Run) -> str:
     scale = num(r.cfg("conv_lr_scale", 1.0))
     return fmt(r.cfg("lr")) + (f" (convolutions x{scale:g})" if scale not in (None, 1.0) else "")
@@ -236,12 +245,12 @@ def _budget(r: Run) -> str:
 def _setups(runs: list[Run]) -> list[str]:
     header = ["run", "experiment", "cls_weight", "lambda_cnt", "lr", "weight decay", "batch", "epochs cap",
               "time budget", "patience", "monitor", "schedule", "warmup", "amp", "synthetic/epoch", "holdout",
-              "heads", "training norms", "TTA", "seed"]
+              "backbone", "heads", "training norms", "TTA", "seed"]
     rows = [[r.label, r.cfg("experiment", r.metrics.get("experiment")), fmt(num(r.cfg("cls_weight")), 2),
              fmt(r.lambda_cnt, 2), _lr(r), fmt(r.cfg("weight_decay")), fmt(r.cfg("batch_size")),
              fmt(r.cfg("epochs")), _budget(r), fmt(r.cfg("patience")), _monitor(r), fmt(r.cfg("schedule")),
              fmt(r.cfg("warmup_epochs", 0)), fmt(r.cfg("amp", r.cfg("bf16", False))), fmt(r.cfg("synth_per_epoch", 0)),
-             fmt(r.cfg("holdout", 0)), _heads(r), "BatchNorm, folded" if r.cfg("train_bn") else "none",
+             fmt(r.cfg("holdout", 0)), _backbone(r), _heads(r), "BatchNorm, folded" if r.cfg("train_bn") else "none",
              fmt(r.cfg("tta")), fmt(r.cfg("seed"))] for r in runs]
     if not rows:
         return ["> No runs.", ""]
