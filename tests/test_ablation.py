@@ -73,7 +73,7 @@ def test_error_structure_from_predictions(tmp_path):
     assert ablation.error_structure(run / "predictions.csv") == {}
 
 
-def test_top1_by_overlap_with_an_audit(tmp_path, capsys):
+def test_top1_by_group_with_an_audit(tmp_path, capsys):
     import torch
 
     from shapecount import labels as L
@@ -92,7 +92,7 @@ def test_top1_by_overlap_with_an_audit(tmp_path, capsys):
     audit.mkdir()
     (audit / "witnesses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (audit / "summary.json").write_text(json.dumps({"n_images": 10}))
-    shares = overlap.decidable_overlaps({r["name"]: r for r in rows})
+    shares = overlap.decidable_measure({r["name"]: r for r in rows})
     least = sorted(shares, key=shares.get)[:2]  # the first group of 5: right there, wrong everywhere else
     root = tmp_path / "root"
     run = root / "a" / "s1"
@@ -106,7 +106,7 @@ def test_top1_by_overlap_with_an_audit(tmp_path, capsys):
     assert "top-1 decidable (10) | top-1 ambiguous (0)" in md
     assert "| exact decoding, MAP (ceiling) | 1.000 | n/a | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 |" in md
     assert "| a | 0.200 | n/a | 1.000 | 0.000 | 0.000 | 0.000 | 0.000 |" in md
-    visible = overlap.decidable_overlaps({r["name"]: r for r in rows}, "visible")
+    visible = overlap.decidable_measure({r["name"]: r for r in rows}, "visible")
     edges = overlap.bin_edges(visible, 5)
     group = {n: overlap.bin_of(v, edges) for n, v in visible.items()}  # the same right images, regrouped
     expect = [np.mean([n in least for n in group if group[n] == i]) for i in range(5)]

@@ -70,17 +70,17 @@ def test_witness_masks_redraw_the_image():
     assert overlap.witness_shapes(row, row["label"]) == ([t for t, _, _ in shapes], [(r, c) for _, r, c in shapes])
 
 
-def test_decidable_overlaps_skip_ambiguous_and_measure_the_rest():
+def test_decidable_measure_skip_ambiguous_and_measure_the_rest():
     apart = _row("apart", _ten(4, 5))      # 7x7 squares / 9x9 circles 5 columns apart: neighbours overlap a little
     far = _row("far", _ten(4, 5, row0=4))
     amb = _row("amb", _ten(4, 5), extra_classes=(0,))
     assert not is_decidable(amb) and is_decidable(apart)
-    shares = overlap.decidable_overlaps({r["name"]: r for r in (apart, far, amb)})
+    shares = overlap.decidable_measure({r["name"]: r for r in (apart, far, amb)})
     assert set(shares) == {"apart", "far"}
     assert 0 < shares["apart"] < 1
     stacked = _row("stacked", [(0, 10, 10)] * 2 + [(0, 11, 10)] * 2 + [(1, 20, 20)] * 6)
-    assert overlap.decidable_overlaps({"s": stacked})["s"] == pytest.approx(1.0)  # every inked pixel under two
-    visible = overlap.decidable_overlaps({r["name"]: r for r in (apart, far, amb, stacked)}, "visible")
+    assert overlap.decidable_measure({"s": stacked})["s"] == pytest.approx(1.0)  # every inked pixel under two
+    visible = overlap.decidable_measure({r["name"]: r for r in (apart, far, amb, stacked)}, "visible")
     assert set(visible) == {"apart", "far", "stacked"} and visible["stacked"] == 0.0 and 0 < visible["far"] <= 1
 
 
@@ -91,8 +91,8 @@ def test_groups_of_equal_size_and_top1_per_group():
     assert [overlap.bin_of(shares[f"i{k}"], edges) for k in range(10)] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
     correct = {f"i{k}": k % 2 == 0 for k in range(10)}  # one right, one wrong in every group
     correct["not_audited"] = False
-    groups = overlap.top1_by_overlap(shares, edges, correct)
+    groups = overlap.top1_by_group(shares, edges, correct)
     assert [g["n"] for g in groups] == [2] * 5 and [g["top1"] for g in groups] == [0.5] * 5
-    only_first = overlap.top1_by_overlap(shares, edges, {"i0": True, "i1": True})
+    only_first = overlap.top1_by_group(shares, edges, {"i0": True, "i1": True})
     assert only_first[0]["top1"] == 1.0 and all(g["top1"] is None and g["n"] == 0 for g in only_first[1:])
     assert overlap.correct_by_name(["a", "b"], np.array([3, 4]), np.array([3, 5])) == {"a": True, "b": False}

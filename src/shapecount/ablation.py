@@ -51,22 +51,22 @@ class AuditView:
                             "write one with `shapecount audit --split val --out DIR`")
         self.rows = {r["name"]: r for r in audit.rows}
         # prefix -> (measure of every decidable image, edges of its groups)
-        self.measures = {p: overlap.decidable_overlaps(self.rows, m) for p, m in GROUPINGS}
-        self.shares = self.measures["ov"]  # every measure covers the same (decidable) images
-        if len(self.shares) < OVERLAP_BINS:
-            raise UserError(audit_dir, f"decides only {len(self.shares)} images, too few to group",
+        self.measures = {p: overlap.decidable_measure(self.rows, m) for p, m in GROUPINGS}
+        self.decidable = set(self.measures["ov"])  # every measure covers the decidable images
+        if len(self.decidable) < OVERLAP_BINS:
+            raise UserError(audit_dir, f"decides only {len(self.decidable)} images, too few to group",
                             "audit the validation split")
         self.edges = {p: overlap.bin_edges(v, OVERLAP_BINS) for p, v in self.measures.items()}
-        self.n_amb = len(self.rows) - len(self.shares)
+        self.n_amb = len(self.rows) - len(self.decidable)
 
     def group_names(self, prefix: str) -> list[str]:
         label = overlap.MEASURES[dict(GROUPINGS)[prefix]][1]
         return [f"{label} {g['lo']:.2f}-{g['hi']:.2f}"
-                for g in overlap.top1_by_overlap(self.measures[prefix], self.edges[prefix], {})]
+                for g in overlap.top1_by_group(self.measures[prefix], self.edges[prefix], {})]
 
     def ceiling(self) -> dict[str, float | None]:
         """The exact decoder's own row: its MAP class is right on every decidable image by definition."""
-        amb = [r for n, r in self.rows.items() if n not in self.shares]
+        amb = [r for n, r in self.rows.items() if n not in self.decidable]
         out: dict[str, float | None] = {f"{p}_{i}": 1.0 for p, _ in GROUPINGS for i in range(OVERLAP_BINS)}
         out["dec_top1"] = 1.0
         out["amb_top1"] = sum(map(map_right, amb)) / len(amb) if amb else None
@@ -83,8 +83,8 @@ class AuditView:
             return {}
         correct = overlap.correct_by_name(preds["name"], pred, preds["true_class"])
         out = {f"{p}_{i}": g["top1"] for p, v in self.measures.items()
-               for i, g in enumerate(overlap.top1_by_overlap(v, self.edges[p], correct)) if g["top1"] is not None}
-        for key, keep in (("dec_top1", lambda n: n in self.shares), ("amb_top1", lambda n: n not in self.shares)):
+               for i, g in enumerate(overlap.top1_by_group(v, self.edges[p], correct)) if g["top1"] is not None}
+        for key, keep in (("dec_top1", lambda n: n in self.decidable), ("amb_top1", lambda n: n not in self.decidable)):
             hits = [ok for n, ok in correct.items() if n in self.rows and keep(n)]
             if hits:
                 out[key] = sum(hits) / len(hits)
@@ -198,7 +198,7 @@ def _overlap_markdown(rows: list[dict], groups: AuditView | None) -> list[str]:
         return md_table(["setting", *head], [top, *([r["setting"], *(_mean_std(r, k) for k in keys)] for r in rows)])
 
     by_overlap = table(("dec_top1", "amb_top1", *group_keys("ov")),
-                       [f"top-1 decidable ({len(groups.shares)})", f"top-1 ambiguous ({groups.n_amb})",
+                       [f"top-1 decidable ({len(groups.decidable)})", f"top-1 ambiguous ({groups.n_amb})",
                         *(f"top-1, {n}" for n in groups.group_names("ov"))])
     by_visible = table(group_keys("vis"), [f"top-1, {n}" for n in groups.group_names("vis")])
     return ["", (f"Against the exact decoder (`shapecount audit`; its MAP class is right on "

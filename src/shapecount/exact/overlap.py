@@ -69,7 +69,7 @@ MEASURES = {
 }
 
 
-def decidable_overlaps(rows: dict[str, dict], measure: str = "overlap") -> dict[str, float]:
+def decidable_measure(rows: dict[str, dict], measure: str = "overlap") -> dict[str, float]:
     """A measure (MEASURES) of every decidable image of an audit ({name: record}), from its label's witness."""
     fn = MEASURES[measure][0]
     out = {}
@@ -81,30 +81,30 @@ def decidable_overlaps(rows: dict[str, dict], measure: str = "overlap") -> dict[
     return out
 
 
-def bin_edges(overlaps: dict[str, float], bins: int = 5) -> np.ndarray:
+def bin_edges(measure: dict[str, float], bins: int = 5) -> np.ndarray:
     """Quantile edges that split the images into `bins` groups of (nearly) equal size; the first edge is the
-    smallest share and the last the largest."""
-    return np.quantile(np.fromiter(overlaps.values(), dtype=float), np.linspace(0, 1, bins + 1))
+    smallest value and the last the largest."""
+    return np.quantile(np.fromiter(measure.values(), dtype=float), np.linspace(0, 1, bins + 1))
 
 
-def bin_of(share: float, edges: np.ndarray) -> int:
-    """Index of the group a share falls in (the last group includes its upper edge)."""
-    return int(min(max(np.searchsorted(edges, share, side="right") - 1, 0), len(edges) - 2))
+def bin_of(value: float, edges: np.ndarray) -> int:
+    """Index of the group a value falls in (the last group includes its upper edge)."""
+    return int(min(max(np.searchsorted(edges, value, side="right") - 1, 0), len(edges) - 2))
 
 
 def correct_by_name(names, pred, true) -> dict[str, bool]:
-    """{image name: whether the predicted class is the true one}, the input of top1_by_overlap."""
+    """{image name: whether the predicted class is the true one}, the input of top1_by_group."""
     return {str(n): bool(q == t) for n, q, t in zip(names, np.asarray(pred), np.asarray(true))}
 
 
-def top1_by_overlap(overlaps: dict[str, float], edges: np.ndarray, correct: dict[str, bool]) -> list[dict]:
-    """Per overlap group: its share range, how many of the run's images fall in it and the run's top-1 there
-    (None when none does). `correct` maps image names to whether the run's class was right; names the audit
-    does not cover, or does not decide, are left out."""
+def top1_by_group(measure: dict[str, float], edges: np.ndarray, correct: dict[str, bool]) -> list[dict]:
+    """Per group of a measure ({image name: value}, e.g. decidable_measure's): its value range, how many of the
+    run's images fall in it and the run's top-1 there (None when none does). `correct` maps image names to whether
+    the run's class was right; names the measure does not cover (not audited, or not decided) are left out."""
     hits = [[0, 0] for _ in range(len(edges) - 1)]
     for name, ok in correct.items():
-        if name in overlaps:
-            h = hits[bin_of(overlaps[name], edges)]
+        if name in measure:
+            h = hits[bin_of(measure[name], edges)]
             h[0] += int(bool(ok))
             h[1] += 1
     return [{"lo": float(edges[i]), "hi": float(edges[i + 1]), "n": n, "top1": k / n if n else None}

@@ -109,27 +109,27 @@ GROUPED_BY = {
 }
 
 
-def overlap_table(runs: list[Run], audit: dict[str, Any], bins: int = 5, measure: str = "overlap") -> list[str]:
+def grouped_table(runs: list[Run], audit: dict[str, Any], bins: int = 5, measure: str = "overlap") -> list[str]:
     """Each run's top-1 on the decidable images, in groups of equal size by a measure of how much their shapes
     hide one another (exact.overlap.MEASURES)."""
-    shares = overlap.decidable_overlaps(audit["rows"], measure)
-    if len(shares) < bins:
+    values = overlap.decidable_measure(audit["rows"], measure)
+    if len(values) < bins:
         return []
-    edges = overlap.bin_edges(shares, bins)
+    edges = overlap.bin_edges(values, bins)
     body = []
     for r in runs:
         correct = run_correct(r)
         if correct is None:
             continue
-        groups = overlap.top1_by_overlap(shares, edges, correct)
+        groups = overlap.top1_by_group(values, edges, correct)
         if sum(g["n"] for g in groups):
             body.append([r.label, *(fmt(g["top1"]) if g["top1"] is not None else "n/a" for g in groups)])
     if not body:
         return []
     label = overlap.MEASURES[measure][1]
-    head = ["", *(f"{label} {g['lo']:.2f}-{g['hi']:.2f}" for g in overlap.top1_by_overlap(shares, edges, {}))]
+    head = ["", *(f"{label} {g['lo']:.2f}-{g['hi']:.2f}" for g in overlap.top1_by_group(values, edges, {}))]
     title, what = GROUPED_BY[measure]
-    return [f"#### {title}", "", f"The {len(shares)} decidable images in {bins} groups of equal size by {what}", "",
+    return [f"#### {title}", "", f"The {len(values)} decidable images in {bins} groups of equal size by {what}", "",
             md_table(head, body), ""]
 
 

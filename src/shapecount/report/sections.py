@@ -262,8 +262,8 @@ def _results(out: Path, runs: list[Run], rows: list[dict]) -> list[str]:
     audit = ceiling.load_audit(out)
     if audit is not None:
         s += ["### Against the exact-decoding ceiling", "", ceiling.summary_line(audit), "",
-              *ceiling.ceiling_table(runs, rows, audit), *ceiling.overlap_table(runs, audit),
-              *ceiling.overlap_table(runs, audit, measure="visible")]
+              *ceiling.ceiling_table(runs, rows, audit), *ceiling.grouped_table(runs, audit),
+              *ceiling.grouped_table(runs, audit, measure="visible")]
     sv = [(r, row) for r, row in zip(runs, rows) if isinstance(r.metrics.get("single_view"), dict)]
     if sv and any(r.metrics.get("tta") for r, _ in sv):
         t = []
