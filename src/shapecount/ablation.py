@@ -4,8 +4,8 @@ Layout: ROOT/<setting>/<seed run>/ (run folders written by `shapecount train`). 
 config.json and predictions.csv; prints two Markdown tables (the metrics, then where the errors are) and writes
 ROOT/ablation.md and ROOT/ablation.json. With an audit of the validation images (`shapecount audit --split val
 --out DIR`), two more tables give top-1 on the decidable images by how much their shapes overlap and by how
-visible their least visible shape is (`exact.overlap`). The first setting in sorted order, or the one named by --baseline, is the
-reference whose config the others are compared with.
+visible their least visible shape is (`exact.overlap`). The first setting in sorted order, or the one named by
+--baseline, is the reference whose config the others are compared with.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class AuditView:
             raise UserError(audit_dir, "holds no audit (summary.json and witnesses.jsonl)",
                             "write one with `shapecount audit --split val --out DIR`")
         self.rows = {r["name"]: r for r in audit.rows}
-        # prefix -> (measure of every decidable image, edges of its groups)
+        # prefix -> {image name: value} of every decidable image; self.edges: prefix -> edges of its groups
         self.measures = {p: overlap.decidable_measure(self.rows, m) for p, m in GROUPINGS}
         self.decidable = set(self.measures["ov"])  # every measure covers the decidable images
         if len(self.decidable) < OVERLAP_BINS:
@@ -185,10 +185,10 @@ def to_markdown(rows: list[dict], groups: AuditView | None = None) -> str:
     return "\n".join([md_table(head, body), "",
                       "Where the errors are (fraction of the validation images; count MAE of the count head, per type):",
                       "", md_table(["setting", *[c for c, _ in ERROR_COLUMNS]], errors)]
-                     + _overlap_markdown(rows, groups)) + "\n"
+                     + _audit_markdown(rows, groups)) + "\n"
 
 
-def _overlap_markdown(rows: list[dict], groups: AuditView | None) -> list[str]:
+def _audit_markdown(rows: list[dict], groups: AuditView | None) -> list[str]:
     if groups is None:
         return []
     ceiling = groups.ceiling()

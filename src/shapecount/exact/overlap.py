@@ -5,7 +5,7 @@ A witness of an image's class is a placement of its 10 shapes that redraws the i
 two or more shapes cover a pixel, XOR keeps only their parity, so the shapes there hide one another. Two measures
 of an image (MEASURES):
 - overlap share: of the pixels covered by any shape, the part covered by two or more (the image as a whole);
-- least visible share: of each shape's whole outline, the part inside the image and covered by no other shape,
+- least visible share: of each shape's whole area, the part inside the image and covered by no other shape,
   the smallest over its shapes (the one shape that is hardest to see, hidden by others or cut by the border).
 Grouping the decidable images (the pixels allow one class only) by either separates errors that come from what
 the shapes hide from errors a model makes on images where every shape is plain to see.
