@@ -51,7 +51,8 @@ class AuditView:
                             "write one with `shapecount audit --split val --out DIR`")
         self.rows = {r["name"]: r for r in audit.rows}
         # prefix -> {image name: value} of every decidable image; self.edges: prefix -> edges of its groups
-        self.measures = {p: overlap.decidable_measure(self.rows, m) for p, m in GROUPINGS}
+        values = overlap.decidable_measures(self.rows, tuple(m for _, m in GROUPINGS))
+        self.measures = {p: values[m] for p, m in GROUPINGS}
         self.decidable = set(self.measures["ov"])  # every measure covers the decidable images
         if len(self.decidable) < OVERLAP_BINS:
             raise UserError(audit_dir, f"decides only {len(self.decidable)} images, too few to group",

@@ -19,6 +19,24 @@ MONITORS = ("auto", "val_top1", "val_loss", "val_rmse")
 FIXED_CONV_WIDTHS = (8, 16, 32)  # the assignment's first three convolutions; the fourth has 64 channels
 
 
+def parse_widths(text: str) -> tuple[int, ...]:
+    """"8,16,32" -> (8, 16, 32): conv_widths as channel counts."""
+    return tuple(int(v) for v in str(text).split(","))
+
+
+def widths_name(widths: tuple[int, ...]) -> str:
+    """(8, 16, 32) -> "8,16,32,64": the channels of all four convolutions."""
+    return ",".join(map(str, (*widths, 64)))
+
+
+def capacity_note(widths: tuple[int, ...]) -> str | None:
+    """The line the log and model.txt of a widened network carry; None for the assignment's widths."""
+    if tuple(widths) == FIXED_CONV_WIDTHS:
+        return None
+    return (f"convolutions of {widths_name(widths)} channels: a capacity study, not the assignment's fixed "
+            f"backbone ({widths_name(FIXED_CONV_WIDTHS)})")
+
+
 class ConfigError(ValueError):
     """An override or option that does not fit the config (unknown key, bad value)."""
 
@@ -134,7 +152,7 @@ class Config:
 
     def widths(self) -> tuple[int, ...]:
         """conv_widths as the channel counts of the first three convolutions."""
-        return tuple(int(v) for v in self.conv_widths.split(","))
+        return parse_widths(self.conv_widths)
 
     def fixed_backbone(self) -> bool:
         """Whether the network is the assignment's (the default conv_widths)."""

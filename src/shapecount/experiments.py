@@ -22,7 +22,7 @@ from shapecount.checkpoint import (
     save_checkpoint,
     save_resume_state,
 )
-from shapecount.config import DEFAULT_RECIPE, Config, make_config
+from shapecount.config import DEFAULT_RECIPE, Config, capacity_note, make_config
 from shapecount.data import GSNData, split
 from shapecount.errors import TrainingError, UserError
 from shapecount.model import build_model, describe
@@ -176,9 +176,9 @@ def _run_locked(cfg: Config, data: GSNData, train: GSNData, val: GSNData, select
         f"{f' within {cfg.minutes:g} min' if cfg.minutes else ''}, "
         f"patience {cfg.patience} on {cfg.resolved_monitor()}"
         f"{f' of {len(select)} held-out training images' if cfg.holdout else ''}{start}")
-    if not cfg.fixed_backbone():
-        log(f"[{cfg.experiment}] convolutions of {cfg.conv_widths},64 channels: a capacity study, not the "
-            "assignment's fixed backbone (8,16,32,64)")
+    note = capacity_note(cfg.widths())
+    if note:
+        log(f"[{cfg.experiment}] {note}")
     history: list[dict] = list(state["history"]) if state else []
 
     def on_epoch(row: dict, capture) -> None:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 
-from shapecount.config import FIXED_CONV_WIDTHS
+from shapecount.config import FIXED_CONV_WIDTHS, capacity_note
 from shapecount.labels import NUM_CLASSES, NUM_TYPES
 
 FEATURES = 256
@@ -164,10 +164,9 @@ def describe(model: ShapeCountNet) -> str:
     for name in ("backbone", "cls_head", "cnt_head"):
         lines.append(f"  {name:<9} {count_parameters(getattr(model, name)):>12,}")
     lines.append(f"  {'total':<9} {count_parameters(model):>12,}")
-    widths = tuple(model.backbone[i].out_channels for i in (0, 2, 4))
-    if widths != FIXED_CONV_WIDTHS:
-        lines += ["", (f"convolutions of {','.join(map(str, widths))},64 channels: a capacity study, not the "
-                  f"assignment's fixed backbone ({','.join(map(str, FIXED_CONV_WIDTHS))},64)")]
+    note = capacity_note(tuple(model.backbone[i].out_channels for i in (0, 2, 4)))
+    if note:
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 

@@ -69,16 +69,23 @@ MEASURES = {
 }
 
 
-def decidable_measure(rows: dict[str, dict], measure: str = "overlap") -> dict[str, float]:
-    """A measure (MEASURES) of every decidable image of an audit ({name: record}), from its label's witness."""
-    fn = MEASURES[measure][0]
-    out = {}
+def decidable_measures(rows: dict[str, dict], measures: tuple[str, ...] = tuple(MEASURES)) -> dict[str, dict[str, float]]:
+    """{measure: {image name: value}} for the measures (MEASURES) of every decidable image of an audit ({name:
+    record}), from its label's witness; each witness is drawn once for all of them."""
+    out: dict[str, dict[str, float]] = {m: {} for m in measures}
     for name, row in rows.items():
         if is_decidable(row):
             _, shapes = witness_masks(row, int(row["label"]))
             masks = np.stack([m for _, m in shapes]) if shapes else np.zeros((0, synth.SIDE, synth.SIDE), dtype=bool)
-            out[name] = fn([k for k, _ in shapes], masks)
+            kinds = [k for k, _ in shapes]
+            for m in measures:
+                out[m][name] = MEASURES[m][0](kinds, masks)
     return out
+
+
+def decidable_measure(rows: dict[str, dict], measure: str = "overlap") -> dict[str, float]:
+    """One measure (MEASURES) of every decidable image of an audit ({name: record})."""
+    return decidable_measures(rows, (measure,))[measure]
 
 
 def bin_edges(measure: dict[str, float], bins: int = 5) -> np.ndarray:

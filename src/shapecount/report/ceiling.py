@@ -109,10 +109,15 @@ GROUPED_BY = {
 }
 
 
-def grouped_table(runs: list[Run], audit: dict[str, Any], bins: int = 5, measure: str = "overlap") -> list[str]:
+def grouped_tables(runs: list[Run], audit: dict[str, Any], bins: int = 5) -> list[str]:
+    """grouped_table for each measure of GROUPED_BY, the witnesses drawn once for all."""
+    values = overlap.decidable_measures(audit["rows"], tuple(GROUPED_BY))
+    return [line for measure in GROUPED_BY for line in grouped_table(runs, values[measure], measure, bins)]
+
+
+def grouped_table(runs: list[Run], values: dict[str, float], measure: str, bins: int = 5) -> list[str]:
     """Each run's top-1 on the decidable images, in groups of equal size by a measure of how much their shapes
-    hide one another (exact.overlap.MEASURES)."""
-    values = overlap.decidable_measure(audit["rows"], measure)
+    hide one another (values: {image name: value}, exact.overlap.decidable_measures)."""
     if len(values) < bins:
         return []
     edges = overlap.bin_edges(values, bins)

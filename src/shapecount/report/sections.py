@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 
 from shapecount import labels, plots, runfolder
-from shapecount.config import FIXED_CONV_WIDTHS
+from shapecount.config import FIXED_CONV_WIDTHS, parse_widths, widths_name
 from shapecount.mdtable import md_table
 from shapecount.report import ceiling
 from shapecount.report.analysis import TTA_LEVELS, binomial_std, error_analysis, mcnemar, time_to_accuracy
@@ -223,10 +223,14 @@ def _heads(r: Run) -> str:
 
 def _backbone(r: Run) -> str:
     """"fixed" for the assignment's backbone, else the capacity study's convolution widths."""
-    widths = str(r.cfg("conv_widths", ",".join(map(str, FIXED_CONV_WIDTHS))))
-    if widths.replace(" ", "") == ",".join(map(str, FIXED_CONV_WIDTHS)):
+    widths = r.cfg("conv_widths")
+    if widths is None:  # written before conv_widths existed: the fixed backbone
         return "fixed"
-    return f"convolutions {widths},64 (not the fixed one)"
+    try:
+        parsed = parse_widths(widths)
+    except ValueError:  # a hand-edited config: shown as written
+        return f"convolutions {widths} (not the fixed one)"
+    return "fixed" if parsed == FIXED_CONV_WIDTHS else f"convolutions {widths_name(parsed)} (not the fixed one)"
 
 
 def _lr(r: Run) -> str:
@@ -262,8 +266,7 @@ def _results(out: Path, runs: list[Run], rows: list[dict]) -> list[str]:
     audit = ceiling.load_audit(out)
     if audit is not None:
         s += ["### Against the exact-decoding ceiling", "", ceiling.summary_line(audit), "",
-              *ceiling.ceiling_table(runs, rows, audit), *ceiling.grouped_table(runs, audit),
-              *ceiling.grouped_table(runs, audit, measure="visible")]
+              *ceiling.ceiling_table(runs, rows, audit), *ceiling.grouped_tables(runs, audit)]
     sv = [(r, row) for r, row in zip(runs, rows) if isinstance(r.metrics.get("single_view"), dict)]
     if sv and any(r.metrics.get("tta") for r, _ in sv):
         t = []
