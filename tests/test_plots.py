@@ -149,3 +149,16 @@ def test_curves_name_the_images_they_were_measured_on(tmp_path: Path, monkeypatc
     top1_legend = next(lg for lg in legends if any("top-1" in t for t in lg))
     assert top1_legend[0].startswith("held-out (100 train images) top-1 accuracy (max ")
     assert not any("val_" in t for lg in legends for t in lg)  # no column names that say validation
+
+
+def test_widened_network_figures_say_so(tmp_path: Path, monkeypatch) -> None:
+    """A capacity study's figures carry its convolutions in the title; the assignment's backbone's do not."""
+    titles = []
+    real = plots.plot_metric
+    monkeypatch.setattr(plots, "plot_metric", lambda *a, **k: titles.append(a[3]) or real(*a, **k))
+    make_run_folder(tmp_path / "wide", overrides={"conv_widths": "32,64,64"})
+    plots.make_run_plots(tmp_path / "wide")
+    make_run_folder(tmp_path / "fixed")
+    plots.make_run_plots(tmp_path / "fixed")
+    assert titles[0] == titles[1] == "multitask (lambda=5), convolutions 32,64,64,64 (capacity study)"
+    assert titles[2] == titles[3] == "multitask (lambda=5)"

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from shapecount import fileio, labels
+from shapecount.config import FIXED_CONV_WIDTHS, parse_widths, widths_name
 from shapecount.metrics import confusion
 from shapecount.runfolder import (
     PRED_TYPE_COLS,
@@ -278,6 +279,18 @@ def plot_worst_errors(preds: Mapping[str, np.ndarray], images: Mapping[str, np.n
 
 # ---------------------------------------------------------------- entry point
 
+def run_title(config: Mapping[str, Any] | None, metrics: Mapping[str, Any], fallback: str) -> str:
+    """The figures' title: the experiment, its count weight and, for a widened network, its convolutions
+    (so that a capacity study's figures do not pass for the assignment's backbone)."""
+    title = (config or {}).get("experiment") or metrics.get("experiment") or fallback
+    if config and "lambda_cnt" in config:
+        title = f"{title} (lambda={float(config['lambda_cnt']):g})"
+    widths = parse_widths(config["conv_widths"]) if config and "conv_widths" in config else FIXED_CONV_WIDTHS
+    if widths != FIXED_CONV_WIDTHS:
+        title = f"{title}, convolutions {widths_name(widths)} (capacity study)"
+    return title
+
+
 def make_run_plots(run_dir: Path, images: dict[str, np.ndarray] | None = None) -> list[Path]:
     """Write the figures of a run folder into run_dir/plots/ and return their paths.
 
@@ -289,9 +302,7 @@ def make_run_plots(run_dir: Path, images: dict[str, np.ndarray] | None = None) -
     config = load_json(run_dir / "config.json")
     metrics = load_json(run_dir / "metrics.json") or {}
     class_head, count_head = head_flags(config, metrics)
-    title = (config or {}).get("experiment") or metrics.get("experiment") or run_dir.name
-    if config and "lambda_cnt" in config:
-        title = f"{title} (lambda={float(config['lambda_cnt']):g})"
+    title = run_title(config, metrics, run_dir.name)
     weights = (float(config["cls_weight"]), float(config["lambda_cnt"])) if config and "cls_weight" in config \
         else None
     best = metrics.get("best_epoch")
