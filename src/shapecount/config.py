@@ -29,6 +29,18 @@ def widths_name(widths: tuple[int, ...]) -> str:
     return ",".join(map(str, (*widths, 64)))
 
 
+def widened_name(conv_widths: object) -> str | None:
+    """A run's conv_widths as config.json holds it (None where absent: written before the key existed) ->
+    "A,B,C,64" for a widened network, None for the assignment's; text that does not parse is given as written."""
+    if conv_widths is None:
+        return None
+    try:
+        widths = parse_widths(conv_widths)
+    except ValueError:
+        return str(conv_widths)
+    return None if widths == FIXED_CONV_WIDTHS else widths_name(widths)
+
+
 def capacity_note(widths: tuple[int, ...]) -> str | None:
     """The line the log and model.txt of a widened network carry; None for the assignment's widths."""
     if tuple(widths) == FIXED_CONV_WIDTHS:

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from shapecount import fileio, labels
-from shapecount.config import FIXED_CONV_WIDTHS, parse_widths, widths_name
+from shapecount.config import widened_name
 from shapecount.metrics import confusion
 from shapecount.runfolder import (
     PRED_TYPE_COLS,
@@ -285,9 +285,9 @@ def run_title(config: Mapping[str, Any] | None, metrics: Mapping[str, Any], fall
     title = (config or {}).get("experiment") or metrics.get("experiment") or fallback
     if config and "lambda_cnt" in config:
         title = f"{title} (lambda={float(config['lambda_cnt']):g})"
-    widths = parse_widths(config["conv_widths"]) if config and "conv_widths" in config else FIXED_CONV_WIDTHS
-    if widths != FIXED_CONV_WIDTHS:
-        title = f"{title}, convolutions {widths_name(widths)} (capacity study)"
+    widened = widened_name((config or {}).get("conv_widths"))
+    if widened:
+        title = f"{title}, convolutions {widened} (capacity study)"
     return title
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 
 from shapecount import labels, plots, runfolder
-from shapecount.config import FIXED_CONV_WIDTHS, parse_widths, widths_name
+from shapecount.config import widened_name
 from shapecount.mdtable import md_table
 from shapecount.report import ceiling
 from shapecount.report.analysis import TTA_LEVELS, binomial_std, error_analysis, mcnemar, time_to_accuracy
@@ -223,14 +223,8 @@ def _heads(r: Run) -> str:
 
 def _backbone(r: Run) -> str:
     """"fixed" for the assignment's backbone, else the capacity study's convolution widths."""
-    widths = r.cfg("conv_widths")
-    if widths is None:  # written before conv_widths existed: the fixed backbone
-        return "fixed"
-    try:
-        parsed = parse_widths(widths)
-    except ValueError:  # a hand-edited config: shown as written
-        return f"convolutions {widths} (not the fixed one)"
-    return "fixed" if parsed == FIXED_CONV_WIDTHS else f"convolutions {widths_name(parsed)} (not the fixed one)"
+    widened = widened_name(r.cfg("conv_widths"))
+    return "fixed" if widened is None else f"convolutions {widened} (not the fixed one)"
 
 
 def _lr(r: Run) -> str:
