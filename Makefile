@@ -19,11 +19,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# Test workers (pytest-xdist): one per core, at most 8, each a torch process with one thread (tests/conftest.py).
+# WORKERS=0 runs the tests in this process, e.g. to debug one: make test WORKERS=0 PYTEST_ARGS="tests/test_cli.py -x".
+WORKERS ?= auto
+
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --maxprocesses 8 $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --maxprocesses 8 -m "not slow" $(PYTEST_ARGS)
 
 reproduce: install
 	$(BIN)/shapecount reproduce --out $(OUT) $(ARGS)

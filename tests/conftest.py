@@ -9,13 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from shapecount import labels as L
 
+# Under pytest-xdist (`make test` runs one worker per core) the workers share the cores: one torch thread each,
+# and one for the commands they start, because threads that wait on each other stall on a shared core.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 # A chosen thread count: training commands then never pick fewer threads because something else is running
 # (cli._threads_beside_others), so runs compared with each other use the same count whatever the load.
-os.environ.setdefault("OMP_NUM_THREADS", str(__import__("torch").get_num_threads()))
+os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 
 HEADER = "name,squares,circles,up,right,down,left"
 
