@@ -153,10 +153,11 @@ def test_module_entry_point_and_labels_table():
 
 
 @pytest.mark.slow
-def test_reproduce_quick_end_to_end(synth_gsn, tmp_path):
+def test_reproduce_quick_end_to_end(synth_gsn, tmp_path, capsys):
     out = tmp_path / "rep"
     assert main(["reproduce", "--quick", "--data", str(synth_gsn), "--out", str(out), "--no-progress",
                  "--epochs", "1"]) == 0
+    assert "decoding GSN images" not in capsys.readouterr().err  # --no-progress: no bar, not even the data's
     for exp in ("classification", "regression", "multitask"):
         for f in RUN_FILES:
             assert (out / exp / f).is_file(), (exp, f)

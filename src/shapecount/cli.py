@@ -307,7 +307,7 @@ def cmd_reproduce(args) -> int:
     overrides = _overrides(args)
     cfg = make_config("multitask", recipe, overrides)  # fail fast on bad options, before loading data
     overrides.update(_threads_beside_others(args, cfg.device))
-    ds = data.load_gsn(args.data)
+    ds = data.load_gsn(args.data, progress=not args.no_progress)
     command = "shapecount " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     experiments.reproduce(ds, args.out, recipe, overrides, command=command, progress=not args.no_progress,
                           force=args.force, resume=args.resume, audit=not args.no_audit,
