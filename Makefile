@@ -22,12 +22,13 @@ $(VENV)/.installed: pyproject.toml
 # Test workers (pytest-xdist): one per core, at most 8, each a torch process with one thread (tests/conftest.py).
 # WORKERS=0 runs the tests in this process, e.g. to debug one: make test WORKERS=0 PYTEST_ARGS="tests/test_cli.py -x".
 WORKERS ?= auto
+XDIST = -n $(WORKERS) --maxprocesses 8
 
 test: install
-	$(BIN)/python -m pytest -n $(WORKERS) --maxprocesses 8 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -n $(WORKERS) --maxprocesses 8 -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 reproduce: install
 	$(BIN)/shapecount reproduce --out $(OUT) $(ARGS)
