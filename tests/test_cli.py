@@ -152,8 +152,17 @@ def test_module_entry_point_and_labels_table():
     assert len(lines) == 2 + 135 and "| 0 | 0 | 1 square + 9 circles |" in lines[2]
 
 
+@pytest.mark.parametrize("terminal,flag,bar", [(True, False, True), (True, True, False), (False, False, False)])
+def test_progress_bars_only_on_a_terminal_and_never_with_no_progress(gsn_dir, monkeypatch, capsys, terminal, flag,
+                                                                     bar):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    assert main(["check", "--data", str(gsn_dir)] + (["--no-progress"] if flag else [])) == 0
+    assert ("decoding GSN images" in capsys.readouterr().err) == bar
+
+
 @pytest.mark.slow
-def test_reproduce_quick_end_to_end(synth_gsn, tmp_path, capsys):
+def test_reproduce_quick_end_to_end(synth_gsn, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # bars would be drawn but for --no-progress
     out = tmp_path / "rep"
     assert main(["reproduce", "--quick", "--data", str(synth_gsn), "--out", str(out), "--no-progress",
                  "--epochs", "1"]) == 0

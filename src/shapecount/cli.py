@@ -29,6 +29,14 @@ class _Parser(argparse.ArgumentParser):
 def _data_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="PATH|URL",
                    help="dataset folder, .zip or http(s) URL (default: $SHAPECOUNT_DATA, else the official URL)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (download, decoding, training, audit); they are only drawn on a terminal")
+
+
+def _progress(args) -> bool:
+    """Progress bars unless --no-progress, and only when stderr is a terminal: in a log file or a pipe a bar
+    is a stream of carriage returns, while the per-epoch lines say the same once each."""
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
 
 
 def _config_args(p: argparse.ArgumentParser, experiment: bool = True) -> None:
@@ -106,7 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     t.add_argument("--deterministic", action="store_true", default=None,
                    help="CUDA: deterministic kernels (CPU is deterministic already)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     ev = sub.add_parser("evaluate", help="rebuild metrics, predictions and plots from a checkpoint")
     _data_arg(ev)
@@ -144,7 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--node-limit", type=int, default=None,
                     help="search nodes per type pair before an image's pair is UNKNOWN")
     au.add_argument("--no-cache", action="store_true", help="recompute even if a cached audit exists")
-    au.add_argument("--no-progress", action="store_true")
 
     so = sub.add_parser("solve", help="exact decoding of PNG files: feasible classes, posterior, witness")
     so.add_argument("paths", nargs="+", type=Path, metavar="PNG", help="28x28 binary PNGs or folders of them")
@@ -185,14 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep finished experiments, continue an interrupted one, redo comparison and report")
     r.add_argument("--no-audit", action="store_true",
                    help="skip the exact-decoding audit of the validation images (the ceiling in the report)")
-    r.add_argument("--no-progress", action="store_true")
     return p
 
 
 def cmd_check(args) -> int:
     from shapecount import data
 
-    ds = data.load_gsn(args.data)
+    ds = data.load_gsn(args.data, progress=_progress(args))
     print(data.format_summary(data.summary(ds)))  # warnings are listed in the summary
     return 0
 
@@ -200,7 +205,7 @@ def cmd_check(args) -> int:
 def cmd_eda(args) -> int:
     from shapecount import data, eda
 
-    res = eda.run_eda(data.load_gsn(args.data), args.out)
+    res = eda.run_eda(data.load_gsn(args.data, progress=_progress(args)), args.out)
     print(f"EDA written to {args.out}")
     for k, v in res.items():
         if not isinstance(v, (list, dict)):
@@ -268,11 +273,11 @@ def cmd_train(args) -> int:
     # Under torchrun: join the process group; rank 0 logs and writes, every rank trains its share.
     world = distributed.init(engine.pick_device(cfg.device), cfg.batch_size)
     try:
-        ds = data.load_gsn(args.data, progress=world.main and not args.no_progress)
+        ds = data.load_gsn(args.data, progress=world.main and _progress(args))
         if world.parallel and world.main:
             print(f"[{cfg.experiment}] data parallel over {world.size} processes: {cfg.batch_size // world.size} "
                   f"images per process and step", file=sys.stderr)
-        experiments.run_experiment(cfg, ds, args.out, progress=world.main and not args.no_progress,
+        experiments.run_experiment(cfg, ds, args.out, progress=world.main and _progress(args),
                                    force=args.force, resume=args.resume, world=world,
                                    **({} if world.main else {"log": lambda msg: None}))
     finally:
@@ -283,7 +288,8 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from shapecount import data, experiments
 
-    m = experiments.evaluate_checkpoint(args.checkpoint, data.load_gsn(args.data), args.out, args.force, args.device)
+    ds = data.load_gsn(args.data, progress=_progress(args))
+    m = experiments.evaluate_checkpoint(args.checkpoint, ds, args.out, args.force, args.device)
     print(json.dumps({k: m[k] for k in ("top1_accuracy", "macro_f1", "pair_accuracy", "rmse", "mae",
                                         "count_decoded_accuracy", "live_units")}, indent=2))
     return 0
@@ -307,9 +313,9 @@ def cmd_reproduce(args) -> int:
     overrides = _overrides(args)
     cfg = make_config("multitask", recipe, overrides)  # fail fast on bad options, before loading data
     overrides.update(_threads_beside_others(args, cfg.device))
-    ds = data.load_gsn(args.data, progress=not args.no_progress)
+    ds = data.load_gsn(args.data, progress=_progress(args))
     command = "shapecount " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
-    experiments.reproduce(ds, args.out, recipe, overrides, command=command, progress=not args.no_progress,
+    experiments.reproduce(ds, args.out, recipe, overrides, command=command, progress=_progress(args),
                           force=args.force, resume=args.resume, audit=not args.no_audit,
                           audit_images=QUICK_AUDIT_IMAGES if recipe == "quick" else None)
     return 0
@@ -333,12 +339,12 @@ def cmd_audit(args) -> int:
     jobs = audit.default_jobs() if args.jobs is None else args.jobs
     if jobs < 1:
         raise UserError("--jobs", f"must be >= 1, got {jobs}", "pass e.g. --jobs 2")
-    ds = data.load_gsn(args.data, progress=not args.no_progress)
+    ds = data.load_gsn(args.data, progress=_progress(args))
     if args.split != "all":
         ds = data.split(ds)[0 if args.split == "train" else 1]
     result = audit.run_audit(ds.images.numpy(), ds.classes.numpy(), ds.names, split=args.split, jobs=jobs,
                              node_limit=limit, cache=None if args.no_cache else data.cache_dir(),
-                             progress=not args.no_progress)
+                             progress=_progress(args))
     if args.out is not None:
         audit.write_audit(result, args.out)
     print(audit.format_summary(result.summary))
@@ -365,7 +371,7 @@ def cmd_ablation(args) -> int:
 def cmd_decode(args) -> int:
     from shapecount import data, decoding
 
-    ds = data.load_gsn(args.data, progress=False)
+    ds = data.load_gsn(args.data, progress=_progress(args))
     for line in decoding.report_runs(args.runs, ds):
         print(line, flush=True)
     return 0
@@ -382,7 +388,7 @@ def cmd_synth(args) -> int:
         synth.write_dataset(args.out, args.n, args.seed)
         print(f"wrote {args.n} synthetic images and labels.csv to {args.out}")
         return 0
-    ds = data.load_gsn(args.data, progress=False)
+    ds = data.load_gsn(args.data, progress=_progress(args))
     torch.set_num_threads(1)
     print(f"generate: {synth.speed():,.0f} images/s (1 thread)")
     rep = synth.fidelity_report(ds.images, ds.counts, gen=torch.Generator().manual_seed(args.seed), verbose=False)
