@@ -221,3 +221,13 @@ def test_plan_epochs_fits_the_budget_within_the_cap_and_ends_the_warmup():
     assert engine.plan_epochs(cfg, first_epoch_s=1000) == 3  # the warmup ends whatever the budget
     protocol = make_config("multitask", "protocol", {"minutes": 1})
     assert engine.plan_epochs(protocol, first_epoch_s=1000) == 1
+
+
+def test_a_budgeted_run_is_cut_short_only_when_it_slows_past_its_budget():
+    cfg = make_config("multitask", "fast", {"minutes": 10})  # 600 s; 13 epochs planned from a 45 s first one
+    assert engine.replan_epochs(cfg, 13, [45.0, 44.0, 47.0]) == 13  # on course
+    assert engine.replan_epochs(cfg, 13, [45.0, 50.0, 49.0, 51.0]) == 13  # 10% over at most: the plan stays
+    assert engine.replan_epochs(cfg, 13, [45.0, 44.0, 90.0, 90.0, 90.0]) == 7  # 136 s left at the pace of 90 s
+    assert engine.replan_epochs(cfg, 13, [45.0] * 5 + [600.0]) == 6  # over budget already: stop now
+    assert engine.replan_epochs(cfg, 13, [45.0, 10.0, 10.0]) == 13  # faster: never longer than planned
+    assert engine.replan_epochs(cfg, 13, [400.0, 400.0]) == 3  # the warmup (2 epochs) still ends

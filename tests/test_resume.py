@@ -195,6 +195,24 @@ def test_resume_without_threads_keeps_the_thread_count_the_run_started_with(tiny
     assert json.loads((tmp_path / "r" / "config.json").read_text())["threads"] == 1
 
 
+def test_a_budgeted_run_that_slows_down_is_cut_short_and_says_so(tiny, tmp_path, monkeypatch):
+    from shapecount import engine
+
+    data = load_gsn(str(tiny), progress=False)
+    monkeypatch.setattr(engine, "plan_epochs", lambda c, first_s: 5)
+    # after the second epoch the machine "slows down": only 3 epochs fit
+    monkeypatch.setattr(engine, "replan_epochs", lambda c, planned, seconds: 3 if len(seconds) >= 2 else planned)
+    lines = []
+    budget = cfg(epochs=6, minutes=1.0, schedule="cosine", warmup_epochs=1)
+    m = experiments.run_experiment(budget, data, tmp_path / "a", log=lines.append, progress=False)
+    assert m["epochs"] == 3 and m["epochs_planned"] == 3
+    assert sum("so 5 epochs" in line for line in lines) == 1
+    assert sum("so 3 epochs in all, the lr schedule laid out again" in line for line in lines) == 1
+    with open(tmp_path / "a" / "history.csv") as f:
+        lrs = [float(r["lr"]) for r in csv.DictReader(f)]
+    assert len(lrs) == 3 and lrs[2] < lrs[1]  # the schedule decays over the 3 epochs it has
+
+
 def test_time_budget_run_equals_the_run_of_the_epochs_it_chose_and_resumes(tiny, tmp_path, monkeypatch):
     # cosine with a warmup: the schedule is laid out again after the first epoch, so the lr of every step
     # after it must match a plain run of the chosen length; the count survives an interruption

@@ -51,8 +51,8 @@ def _config_args(p: argparse.ArgumentParser, experiment: bool = True) -> None:
                         "without dropout, selection on a holdout) | quick (2-epoch demo)")
     p.add_argument("--epochs", type=int, help="cap on epochs (recipe's default: 40 budget/fast/best, 100 protocol)")
     p.add_argument("--minutes", type=float,
-                   help="time budget per training run: as many epochs as fit, judged by the first "
-                        "(budget recipe: 9; 0 = none)")
+                   help="time budget per training run: as many epochs as fit, judged by the first, fewer if "
+                        "later ones slow down past it (budget recipe: 9; 0 = none)")
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 15)")
     p.add_argument("--seed", type=int, help="seed for torch.manual_seed and data order (default 1)")
     p.add_argument("--device", help="auto | cpu | cuda[:N] (default auto)")

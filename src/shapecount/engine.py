@@ -121,6 +121,29 @@ def plan_epochs(cfg, first_epoch_s: float) -> int:
     return max(least, min(cfg.epochs, fits))
 
 
+# A budgeted run is cut short only when it is heading this far past its budget: epochs on one machine vary by
+# 10-30% from one to the next, and a plan that is redone at every wobble no longer equals one plain run.
+OVERRUN_TOLERANCE = 0.10
+# Epochs whose mean predicts the rest: recent enough to see a slow-down (another process starting), several
+# so that one slow evaluation does not cut the run.
+RECENT_EPOCHS = 3
+
+
+def replan_epochs(cfg, planned: int, seconds: list[float]) -> int:
+    """The plan after an epoch of a budgeted run, given every epoch's seconds so far: `planned` while the run
+    is on course to end within cfg.minutes (plus OVERRUN_TOLERANCE), else as many epochs as the budget left
+    holds at the pace of the last RECENT_EPOCHS (at least the epochs done, and the end of the warmup). Never
+    more than planned: the first epoch's plan (plan_epochs) stays the run's length unless the machine slows."""
+    done = len(seconds)
+    recent = sum(seconds[-RECENT_EPOCHS:]) / len(seconds[-RECENT_EPOCHS:])
+    budget, spent = cfg.minutes * 60, sum(seconds)
+    if spent + (planned - done) * recent <= budget * (1 + OVERRUN_TOLERANCE):
+        return planned
+    least = min(cfg.epochs, cfg.warmup_epochs + 1) if cfg.schedule == "cosine" else 1
+    fits = done + int(max(0.0, budget - spent) // max(recent, 1e-9))
+    return max(done, least, min(planned, fits))
+
+
 def epoch_indices(n: int, copies: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Shuffled indices for one epoch and whether each is an augmented copy. copies=0: every image once,
     augmented (when augmentation is on); copies=K: the seed report's expansion, originals + K augmented
@@ -353,13 +376,14 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
         val_counts: torch.Tensor, cfg, device: torch.device, gen: torch.Generator,
         on_epoch: Callable[[dict, Callable[[], dict]], None] | None = None, progress: bool = True,
         resume: dict | None = None, world: distributed.World = distributed.SINGLE,
-        on_plan: Callable[[int, float], None] | None = None) -> dict[str, object]:
+        on_plan: Callable[[int, list[float]], None] | None = None) -> dict[str, object]:
     """Train with early stopping on the validation set; restores the best weights. Returns
     {'history': [per-epoch dicts], 'best_epoch', 'epochs', 'epochs_planned', 'optimizer', 'train_seconds'}.
 
     on_epoch(row, state) is called after every epoch; state() captures the full training state (for a resume
     checkpoint; the caller decides where it goes). resume: such a state, to continue after its epoch.
-    With cfg.minutes, on_plan(epochs, first_epoch_seconds) tells the count chosen after the first epoch."""
+    With cfg.minutes, on_plan(epochs, epoch_seconds) tells the count chosen after the first epoch, and the
+    shorter one if later epochs run too slow for the budget (replan_epochs)."""
     # Training only: the anchor head teaches the convolutions where each shape is (synthetic images carry the
     # points); it is not part of the returned model.
     anchor_head = make_anchor_head(cfg.aux_kernel).to(device) if cfg.aux_anchor > 0 else None
@@ -410,6 +434,8 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
         t0 = time.perf_counter()
         first_step_unix = None
         epoch = done
+        # a budgeted run's epoch times (rank means), those of a resumed run's earlier epochs included
+        epoch_seconds = [float(r["seconds"]) for r in history]
         while epoch < planned:
             epoch += 1
             if stopper.should_stop:  # a run resumed after its last epoch
@@ -439,15 +465,17 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
                 "val_count_top1": ev["count_decoded_accuracy"], "val_live_units": ev["live_units"],
                 "lr": tr["lr"], "seconds": time.perf_counter() - t_epoch,
             }
-            if cfg.minutes > 0 and epoch == 1:
-                # Every rank plans from the same (mean) time, so that all stop after the same epoch.
-                first = float(distributed.sum_over_ranks(torch.tensor([row["seconds"]], dtype=torch.float64,
-                                                                      device=device), world)[0]) / world.size
-                planned = plan_epochs(cfg, first)
-                if planned != cfg.epochs:
+            if cfg.minutes > 0:
+                # Every rank plans from the same (mean) times, so that all stop after the same epoch.
+                seconds = float(distributed.sum_over_ranks(torch.tensor([row["seconds"]], dtype=torch.float64,
+                                                                        device=device), world)[0]) / world.size
+                epoch_seconds.append(seconds)
+                before = planned
+                planned = plan_epochs(cfg, seconds) if epoch == 1 else replan_epochs(cfg, planned, epoch_seconds)
+                if planned != before:
                     scheduler = _replanned(scheduler, optimizer, cfg, steps, planned)
-                if on_plan:
-                    on_plan(planned, first)
+                if on_plan and (epoch == 1 or planned != before):
+                    on_plan(planned, epoch_seconds)
             improved = stopper.step(row[stopper.monitor], epoch, evaluated)
             row["improved"] = improved
             row["train_images_per_s"] = tr["train_images_per_s"]

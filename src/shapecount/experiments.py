@@ -190,9 +190,14 @@ def _run_locked(cfg: Config, data: GSNData, train: GSNData, val: GSNData, select
         log(f"[{cfg.experiment}] epoch {row['epoch']:3d}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
             f"{'  '.join(shown)}  {row['seconds']:.1f}s ({row['train_images_per_s']:.0f} img/s){mark}")
 
-    def on_plan(epochs: int, first_s: float) -> None:
-        log(f"[{cfg.experiment}] time budget {cfg.minutes:g} min: the first epoch took {first_s:.0f}s, so "
-            f"{epochs} epochs (the same run without a budget: --epochs {epochs} --set minutes=0)")
+    def on_plan(epochs: int, seconds: list[float]) -> None:
+        if len(seconds) == 1:
+            log(f"[{cfg.experiment}] time budget {cfg.minutes:g} min: the first epoch took {seconds[0]:.0f}s, so "
+                f"{epochs} epochs (the same run without a budget: --epochs {epochs} --set minutes=0)")
+        else:
+            log(f"[{cfg.experiment}] time budget {cfg.minutes:g} min: epochs now take {seconds[-1]:.0f}s "
+                f"({sum(seconds) / 60:.1f} min spent in {len(seconds)}), so {epochs} epochs in all, the lr "
+                f"schedule laid out again over them")
 
     try:
         result = engine.fit(model, train.images, train.counts.float(), select.images, select.counts.float(), cfg,
