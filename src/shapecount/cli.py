@@ -273,11 +273,12 @@ def cmd_train(args) -> int:
     # Under torchrun: join the process group; rank 0 logs and writes, every rank trains its share.
     world = distributed.init(engine.pick_device(cfg.device), cfg.batch_size)
     try:
-        ds = data.load_gsn(args.data, progress=world.main and _progress(args))
+        progress = world.main and _progress(args)
+        ds = data.load_gsn(args.data, progress=progress)
         if world.parallel and world.main:
             print(f"[{cfg.experiment}] data parallel over {world.size} processes: {cfg.batch_size // world.size} "
                   f"images per process and step", file=sys.stderr)
-        experiments.run_experiment(cfg, ds, args.out, progress=world.main and _progress(args),
+        experiments.run_experiment(cfg, ds, args.out, progress=progress,
                                    force=args.force, resume=args.resume, world=world,
                                    **({} if world.main else {"log": lambda msg: None}))
     finally:
@@ -313,9 +314,10 @@ def cmd_reproduce(args) -> int:
     overrides = _overrides(args)
     cfg = make_config("multitask", recipe, overrides)  # fail fast on bad options, before loading data
     overrides.update(_threads_beside_others(args, cfg.device))
-    ds = data.load_gsn(args.data, progress=_progress(args))
+    progress = _progress(args)
+    ds = data.load_gsn(args.data, progress=progress)
     command = "shapecount " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
-    experiments.reproduce(ds, args.out, recipe, overrides, command=command, progress=_progress(args),
+    experiments.reproduce(ds, args.out, recipe, overrides, command=command, progress=progress,
                           force=args.force, resume=args.resume, audit=not args.no_audit,
                           audit_images=QUICK_AUDIT_IMAGES if recipe == "quick" else None)
     return 0
@@ -339,12 +341,13 @@ def cmd_audit(args) -> int:
     jobs = audit.default_jobs() if args.jobs is None else args.jobs
     if jobs < 1:
         raise UserError("--jobs", f"must be >= 1, got {jobs}", "pass e.g. --jobs 2")
-    ds = data.load_gsn(args.data, progress=_progress(args))
+    progress = _progress(args)
+    ds = data.load_gsn(args.data, progress=progress)
     if args.split != "all":
         ds = data.split(ds)[0 if args.split == "train" else 1]
     result = audit.run_audit(ds.images.numpy(), ds.classes.numpy(), ds.names, split=args.split, jobs=jobs,
                              node_limit=limit, cache=None if args.no_cache else data.cache_dir(),
-                             progress=_progress(args))
+                             progress=progress)
     if args.out is not None:
         audit.write_audit(result, args.out)
     print(audit.format_summary(result.summary))

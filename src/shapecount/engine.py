@@ -117,8 +117,12 @@ def plan_epochs(cfg, first_epoch_s: float) -> int:
     that many epochs without a budget (it is in the warmup, or the schedule is constant), so `--epochs N`
     with minutes=0 repeats the run exactly."""
     fits = int(cfg.minutes * 60 // max(first_epoch_s, 1e-9))
-    least = min(cfg.epochs, cfg.warmup_epochs + 1) if cfg.schedule == "cosine" else 1
-    return max(least, min(cfg.epochs, fits))
+    return max(_least_epochs(cfg), min(cfg.epochs, fits))
+
+
+def _least_epochs(cfg) -> int:
+    """The shortest plan a budget may give: one that ends the cosine schedule's warmup (at most cfg.epochs)."""
+    return min(cfg.epochs, cfg.warmup_epochs + 1) if cfg.schedule == "cosine" else 1
 
 
 # A budgeted run is cut short only when it is heading this far past its budget: epochs on one machine vary by
@@ -139,9 +143,8 @@ def replan_epochs(cfg, planned: int, seconds: list[float]) -> int:
     budget, spent = cfg.minutes * 60, sum(seconds)
     if spent + (planned - done) * recent <= budget * (1 + OVERRUN_TOLERANCE):
         return planned
-    least = min(cfg.epochs, cfg.warmup_epochs + 1) if cfg.schedule == "cosine" else 1
     fits = done + int(max(0.0, budget - spent) // max(recent, 1e-9))
-    return max(done, least, min(planned, fits))
+    return max(done, _least_epochs(cfg), min(planned, fits))
 
 
 def epoch_indices(n: int, copies: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
