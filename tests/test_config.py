@@ -24,13 +24,14 @@ def test_recipes_depart_from_each_other_only_where_they_say():
     best = make_config("multitask", "best")
     changed = {k for k, v in best.to_dict().items() if fast.to_dict()[k] != v}
     assert changed == {"synth_per_epoch", "holdout", "head_hidden", "head_dropout1", "head_dropout2"}
-    assert best.synth_per_epoch == 45000 and best.holdout == 1000 and best.head_hidden == 256
+    assert best.synth_per_epoch == 160000 and best.holdout == 1000 and best.head_hidden == 256
     assert best.head_dropout1 == best.head_dropout2 == 0.0
-    # the default: best in a time budget, with the convolutions' faster lr of a short schedule
+    # the default: best with fewer synthetic images per epoch in a time budget, with the convolutions' faster lr
     budget = make_config("multitask")
     assert budget == make_config("multitask", "budget")
     changed = {k for k, v in budget.to_dict().items() if best.to_dict()[k] != v}
-    assert changed == {"minutes", "conv_lr_scale"} and budget.minutes == 9 and budget.conv_lr_scale == 3
+    assert changed == {"synth_per_epoch", "minutes", "conv_lr_scale"} and budget.synth_per_epoch == 45000
+    assert budget.minutes == 9 and budget.conv_lr_scale == 3
     for recipe in ("protocol", "fast", "best", "quick", "budget"):
         for exp in ("classification", "regression", "multitask"):
             make_config(exp, recipe)
