@@ -186,17 +186,18 @@ def test_reproduce_quick_end_to_end(synth_gsn, tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.slow
-def test_reproduce_refuses_reuse_then_resumes(tiny, tmp_path, capsys):
+def test_reproduce_refuses_reuse_then_resumes(tiny, tmp_path, capfd):
+    """capfd: where the experiments train at once, their lines come from their own processes."""
     out = tmp_path / "rep"
     argv = ["reproduce", "--quick", "--data", str(tiny), "--out", str(out), "--no-progress", "--epochs", "1",
             "--no-audit"]
     assert main(argv) == 0
     before = (out / "multitask" / "metrics.json").read_text()
-    capsys.readouterr()
+    capfd.readouterr()
     assert main(argv) == 2
-    assert "--resume" in capsys.readouterr().err
+    assert "--resume" in capfd.readouterr().err
     assert main(argv + ["--resume"]) == 0
-    assert "already complete" in capsys.readouterr().err
+    assert "already complete" in capfd.readouterr().err
     assert (out / "multitask" / "metrics.json").read_text() == before  # finished runs are kept, not redone
 
 

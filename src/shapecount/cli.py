@@ -192,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep finished experiments, continue an interrupted one, redo comparison and report")
     r.add_argument("--no-audit", action="store_true",
                    help="skip the exact-decoding audit of the validation images (the ceiling in the report)")
+    r.add_argument("--one-at-a-time", action="store_true",
+                   help="train the experiments one after another with all threads each; by default a CPU with "
+                        "two or more threads trains them at once, one process each, the time budget of one run "
+                        "multiplied by their number")
     return p
 
 
@@ -320,7 +324,8 @@ def cmd_reproduce(args) -> int:
     command = "shapecount " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     experiments.reproduce(ds, args.out, recipe, overrides, command=command, progress=progress,
                           force=args.force, resume=args.resume, audit=not args.no_audit,
-                          audit_images=QUICK_AUDIT_IMAGES if recipe == "quick" else None)
+                          audit_images=QUICK_AUDIT_IMAGES if recipe == "quick" else None,
+                          at_once=False if args.one_at_a_time else None)
     return 0
 
 

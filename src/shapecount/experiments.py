@@ -264,13 +264,35 @@ def _audit_val(data: GSNData, out: Path, n: int | None, log: Log, progress: bool
     log(format_summary(result.summary))
 
 
+def at_once_plan(cfgs: dict[str, Config], at_once: bool | None) -> dict[str, Config] | None:
+    """The configs for training `cfgs` at the same time, or None to train them one after another.
+
+    At once by default where it pays: several experiments on a CPU with two or more threads. The threads are
+    shared out (one each at least, so three runs on two cores take turns), and the time budget of one run is
+    multiplied by the number of runs: together they take the wall time the runs would one after another, and
+    each trains for all of it."""
+    first = next(iter(cfgs.values()))
+    threads = first.threads or torch.get_num_threads()
+    if at_once is None:
+        at_once = len(cfgs) > 1 and threads > 1 and engine.pick_device(first.device).type == "cpu"
+    if not at_once or len(cfgs) < 2:
+        return None
+    each = max(1, threads // len(cfgs))
+    return {name: dataclasses.replace(cfg, threads=each, minutes=cfg.minutes * len(cfgs))
+            for name, cfg in cfgs.items()}
+
+
 def reproduce(data: GSNData, out: Path, recipe: str = DEFAULT_RECIPE, overrides: dict | None = None,
               experiments: tuple[str, ...] = ("classification", "regression", "multitask"),
               command: str = "", log: Log = _stderr, progress: bool = True, force: bool = False,
-              resume: bool = False, audit: bool = True, audit_images: int | None = None) -> dict:
+              resume: bool = False, audit: bool = True, audit_images: int | None = None,
+              at_once: bool | None = None) -> dict:
     """EDA, the exact-decoding audit of the validation images (all, or the first `audit_images`), the three
     experiments, comparison and report, all under `out`. With resume, finished experiments are kept and an
-    interrupted one continues from its last complete epoch; the audit comes from its cache."""
+    interrupted one continues from its last complete epoch; the audit comes from its cache.
+
+    at_once: train the experiments at the same time, one process each (see `at_once_plan`); None decides by
+    the machine."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(out, "exists and is not a folder", "choose another --out")
@@ -278,12 +300,12 @@ def reproduce(data: GSNData, out: Path, recipe: str = DEFAULT_RECIPE, overrides:
         make_config(e, recipe, overrides)
     with runlock.locked(out, "reproduce"):
         return _reproduce_locked(data, out, recipe, overrides, experiments, command, log, progress, force,
-                                 resume, audit, audit_images)
+                                 resume, audit, audit_images, at_once)
 
 
 def _reproduce_locked(data: GSNData, out: Path, recipe: str, overrides: dict | None, experiments: tuple[str, ...],
                       command: str, log: Log, progress: bool, force: bool, resume: bool, audit: bool,
-                      audit_images: int | None) -> dict:
+                      audit_images: int | None, at_once: bool | None) -> dict:
     from shapecount import eda, report
 
     started = any((out / e).is_dir() for e in experiments) or (out / "runs.json").exists()
@@ -297,13 +319,23 @@ def _reproduce_locked(data: GSNData, out: Path, recipe: str, overrides: dict | N
     eda.run_eda(data, out / "eda")
     if audit:
         _audit_val(data, out, audit_images, log, progress)
-    runs, results = [], {}
-    for name, cfg in cfgs.items():
-        results[name] = run_experiment(cfg, data, out / name, log=log, progress=progress, force=not resume,
-                                       resume=resume)
-        runs.append({"name": name, "dir": name, "label": f"{name} (lambda={cfg.lambda_cnt:g})"})
+    plan = at_once_plan(cfgs, at_once)
+    if plan:
+        from shapecount.runs_at_once import train_at_once
+
+        cfgs = plan
+        one = next(iter(cfgs.values()))
+        budget = f", each within {one.minutes:g} min" if one.minutes else ""
+        log(f"the {len(cfgs)} experiments train at once, {one.threads} thread{'s' if one.threads > 1 else ''} "
+            f"each{budget} (--one-at-a-time: one after another)")
+        results = train_at_once({name: (cfg, out / name) for name, cfg in cfgs.items()}, data, resume=resume)
+    else:
+        results = {name: run_experiment(cfg, data, out / name, log=log, progress=progress, force=not resume,
+                                        resume=resume) for name, cfg in cfgs.items()}
+    runs = [{"name": name, "dir": name, "label": f"{name} (lambda={cfg.lambda_cnt:g})"} for name, cfg in cfgs.items()]
     info = {"runs": runs, "command": command, "resumed": resume, "machine": machine_description(),
-            "date": _dt.date.today().isoformat(), "wall_s": time.perf_counter() - t0, "recipe": recipe}
+            "date": _dt.date.today().isoformat(), "wall_s": time.perf_counter() - t0, "recipe": recipe,
+            "at_once": bool(plan)}
     fileio.write_json(out / "runs.json", info)
     md, html = report.write_report(out)  # also writes comparison/
     info["wall_s"] = time.perf_counter() - t0
