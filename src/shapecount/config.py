@@ -251,7 +251,8 @@ EXPERIMENT_PRESETS: dict[str, dict[str, Any]] = {
 #   honest protocol). About 19x the fast recipe's compute; docs/ablation.md has each lever's measured effect.
 # - "budget" (the default): best's heads and held-out selection with 45,000 synthetic images per epoch in a
 #   fixed time, 9 minutes per run (`minutes`; as many of 40 epochs as fit, the cosine schedule laid out over
-#   them), so that `reproduce`'s three experiments, EDA, audit and report take about 30 minutes on 2 CPU cores,
+#   them), so that `reproduce`'s three experiments, EDA, audit and report take about 30 minutes on 2 CPU cores
+#   (where it trains the three at once, each gets 27 minutes at its share of the cores: experiments.at_once_plan),
 #   and a machine that trains faster gets more epochs. In a short schedule the four convolutions learn too slowly
 #   next to Linear(50176, 256), so they get 3x the lr (conv_lr_scale; docs/ablation.md: +4 points of top-1 at 12
 #   epochs; 10x costs 4.5 points over 40 epochs, so best keeps 1x).

@@ -99,6 +99,9 @@ def _summary(out: Path, runs: list[Run], rows: list[dict], meta: dict | None, no
             if meta.get(key) not in (None, ""):
                 v = meta[key]
                 s.append(f"- {name}: " + (f"`{v}`" if key == "command" else fmt(v, 1) if key == "wall_s" else str(v)))
+        if meta.get("at_once"):
+            s.append("- The experiments trained at once, one process each, sharing the cores: their wall times "
+                     "overlap, and each time budget is the whole training time.")
         s.append("")
     if notes:
         s += ["Notes:", ""]  # a blank line, so that Markdown starts the list
