@@ -60,6 +60,7 @@ def test_reproduce_trains_the_three_at_once_and_resumes(tiny, tmp_path, capfd):
     err = capfd.readouterr().err
     assert "the 3 experiments train at once, 1 thread each" in err
     assert err.count("[multitask] done in") == 1  # the runs' own lines reach the terminal
+    assert "Traceback" not in err  # runs that have answered exit plainly, even when tidied up by SIGTERM
     runs = json.loads((out / "runs.json").read_text())
     assert runs["at_once"] is True and [r["name"] for r in runs["runs"]] == list(EXPERIMENTS)
     for e in EXPERIMENTS:

@@ -53,6 +53,9 @@ def _child(conn, cfg: Config, data: GSNData, out: Path, resume: bool) -> None:
     except Exception:  # noqa: BLE001 - a bug: its traceback reaches the user as from one process
         conn.send(("crash", traceback.format_exc()))
     finally:
+        # The answer is sent: a SIGTERM from here on (the parent tidying up) ends the process plainly, not as a
+        # KeyboardInterrupt inside the interpreter's exit handlers.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         conn.close()
 
 
@@ -95,6 +98,8 @@ def train_at_once(runs: dict[str, tuple[Config, Path]], data: GSNData, resume: b
                 if reply[0] != "ok":
                     _raise(name, reply)
                 results[name] = reply[1]
+        for p in procs.values():  # every run has answered: let each exit on its own before _stop tidies up
+            p.join(STOP_GRACE_S)
         return {name: results[name] for name in runs}  # in the order asked
     finally:
         _stop(procs.values())
