@@ -12,7 +12,7 @@ from shapecount import data as D
 from shapecount.cli import main
 from shapecount.config import make_config
 from shapecount.errors import TrainingError, UserError
-from shapecount.experiments import at_once_plan
+from shapecount.experiments import at_once_plan, started_at_once
 from shapecount.runs_at_once import _raise, train_at_once
 
 EXPERIMENTS = ("classification", "regression", "multitask")
@@ -38,6 +38,38 @@ def test_plan_shares_threads_and_multiplies_the_budget():
     assert at_once_plan({"multitask": configs(threads=2)["multitask"]}, None) is None  # one run
     quick = {e: make_config(e, "quick", {"threads": 2}) for e in EXPERIMENTS}
     assert {c.minutes for c in at_once_plan(quick, None).values()} == {0}  # no budget stays no budget
+
+
+def begin(out, minutes, name="multitask"):
+    """A reproduce folder whose `name` run has begun with the given time budget (only its config.json)."""
+    cfg = make_config(name, "budget", {"minutes": minutes})
+    (out / name).mkdir(parents=True)
+    (out / name / "config.json").write_text(json.dumps(cfg.to_dict()))
+
+
+def test_a_begun_reproduce_tells_how_it_trains(tmp_path):
+    cfgs = configs()
+    assert started_at_once(tmp_path, cfgs) is None  # nothing begun
+    begin(tmp_path / "at_once", 3 * cfgs["multitask"].minutes)
+    assert started_at_once(tmp_path / "at_once", cfgs) is True
+    begin(tmp_path / "one", cfgs["multitask"].minutes)
+    assert started_at_once(tmp_path / "one", cfgs) is False
+    begin(tmp_path / "other", 5.0)  # a budget of neither kind (--set minutes=...) tells nothing
+    assert started_at_once(tmp_path / "other", cfgs) is None
+    quick = {e: make_config(e, "quick") for e in EXPERIMENTS}
+    assert started_at_once(tmp_path / "one", quick) is None  # no budget: both ways give the same configs
+
+
+def test_resuming_in_the_other_way_is_a_one_line_error(tiny, tmp_path, capsys):
+    out = tmp_path / "rep"
+    begin(out, 3 * configs()["multitask"].minutes)
+    argv = ["reproduce", "--data", str(tiny), "--out", str(out), "--resume", "--no-progress", "--no-audit"]
+    assert main(argv + ["--one-at-a-time"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("was started with its experiments training at once "
+                        "(resume without --one-at-a-time, or pass --force instead of --resume to start this run "
+                        "again from scratch)")
+    assert "\n" not in err and not (out / "eda").exists()  # nothing done before the error
 
 
 def test_errors_of_a_run_come_back_as_their_kind():
@@ -66,7 +98,9 @@ def test_reproduce_trains_the_three_at_once_and_resumes(tiny, tmp_path, capfd):
     for e in EXPERIMENTS:
         assert json.loads((out / e / "config.json").read_text())["threads"] == 1
         assert json.loads((out / e / "metrics.json").read_text())["experiment"] == e
-    assert "The experiments trained at once, one process each" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "The experiments trained at once, one process each" in report
+    assert "The runs trained at once, sharing the cores" in report  # the time-to-accuracy section says so too
     assert (out / "report.html").is_file()
     before = (out / "multitask" / "metrics.json").read_text()
     assert main(argv + ["--resume"]) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import math
 import platform
 import sys
 import time
@@ -282,6 +283,35 @@ def at_once_plan(cfgs: dict[str, Config], at_once: bool | None) -> dict[str, Con
             for name, cfg in cfgs.items()}
 
 
+def started_at_once(out: Path, cfgs: dict[str, Config]) -> bool | None:
+    """Whether the experiments already begun in `out` train at once (their config.json holds the time budget of
+    one run multiplied by the number of runs, as `at_once_plan` lays it out) or one after another; None where no
+    folder tells (nothing begun, or a recipe without a budget, where both ways give the same configs)."""
+    for name, cfg in cfgs.items():
+        saved = runfolder.load_json(Path(out) / name / "config.json")
+        minutes = saved.get("minutes") if saved else None
+        if not cfg.minutes or not isinstance(minutes, int | float):
+            continue
+        if math.isclose(minutes, cfg.minutes * len(cfgs)):
+            return True
+        if math.isclose(minutes, cfg.minutes):
+            return False
+    return None
+
+
+def _resume_mode(out: Path, cfgs: dict[str, Config], at_once: bool | None, log: Log) -> bool | None:
+    """How a resumed reproduce trains: as it was started, so that each run continues under its own config."""
+    begun = started_at_once(out, cfgs)
+    if begun is None or at_once == begun:
+        return at_once
+    if at_once is None:
+        log(f"resuming as the run started: {'at once' if begun else 'one at a time'}")
+        return begun
+    how, fix = (("at once", "resume without --one-at-a-time") if begun
+                else ("one at a time", "resume with --one-at-a-time"))
+    raise UserError(out, f"was started with its experiments training {how}", f"{fix}, or {FIX_RESTART}")
+
+
 def reproduce(data: GSNData, out: Path, recipe: str = DEFAULT_RECIPE, overrides: dict | None = None,
               experiments: tuple[str, ...] = ("classification", "regression", "multitask"),
               command: str = "", log: Log = _stderr, progress: bool = True, force: bool = False,
@@ -315,6 +345,8 @@ def _reproduce_locked(data: GSNData, out: Path, recipe: str, overrides: dict | N
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     cfgs = {e: make_config(e, recipe, overrides) for e in experiments}  # validate all before any work
+    if resume:
+        at_once = _resume_mode(out, cfgs, at_once, log)
     log(f"EDA -> {out / 'eda'}")
     eda.run_eda(data, out / "eda")
     if audit:
