@@ -10,7 +10,7 @@ from shapecount import fileio, plots
 from shapecount.report.analysis import per_pair_row, result_row
 from shapecount.report.figures import plot_curves, plot_pair_confusions, plot_time_to_accuracy
 from shapecount.report.html_page import markdown_to_html
-from shapecount.report.runs import COMPARISON_DIR, Run, discover_runs
+from shapecount.report.runs import COMPARISON_DIR, Run, discover_runs, trained_at_once
 from shapecount.report.sections import SECTIONS, ablation, sections
 from shapecount.report.tables import per_pair_md, results_csv, results_table_md
 
@@ -19,11 +19,11 @@ def compare(reproduce_dir: Path) -> dict[str, Any]:
     """Write OUT/comparison/ (results.csv/.md, per_pair.md, curves.png, confusions.png) and return
     {"rows": [result row per run], "per_pair": {run: [15 accuracies]}, "files": [paths], "notes": [...]}."""
     out = Path(reproduce_dir)
-    runs, _, notes = discover_runs(out)
-    return _compare(out, runs, notes)
+    runs, meta, notes = discover_runs(out)
+    return _compare(out, runs, meta, notes)
 
 
-def _compare(out: Path, runs: list[Run], notes: list[str]) -> dict[str, Any]:
+def _compare(out: Path, runs: list[Run], meta: dict | None, notes: list[str]) -> dict[str, Any]:
     cdir = out / COMPARISON_DIR
     cdir.mkdir(parents=True, exist_ok=True)
     rows = [result_row(r) for r in runs]
@@ -32,7 +32,7 @@ def _compare(out: Path, runs: list[Run], notes: list[str]) -> dict[str, Any]:
              fileio.write_text(cdir / "per_pair.md", "# Per-pair accuracy\n\n" + per_pair_md(runs))]
     if runs:
         files.append(plot_curves(runs, cdir / "curves.png"))
-        tta = plot_time_to_accuracy(runs, cdir / "time_to_accuracy.png")
+        tta = plot_time_to_accuracy(runs, cdir / "time_to_accuracy.png", shared=trained_at_once(meta))
         if tta is not None:
             files.append(tta)
         conf = plot_pair_confusions(runs, cdir / "confusions.png")
@@ -61,7 +61,7 @@ def write_report(reproduce_dir: Path, make_plots: bool = True) -> tuple[Path, Pa
         for r in runs:
             if not (r.dir / plots.PLOTS_DIR / "loss.png").is_file():
                 plots.make_run_plots(r.dir)
-    res = _compare(out, runs, notes)
+    res = _compare(out, runs, meta, notes)
     md = build_markdown(out, runs, meta, notes, res["rows"])
     md_path = fileio.write_text(out / "report.md", md)
     html_path = fileio.write_text(out / "report.html", markdown_to_html(md, out, title="shapecount report"))

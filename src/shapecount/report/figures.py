@@ -63,9 +63,10 @@ def plot_pair_confusions(runs: list[Run], path: Path) -> Path | None:
     return plots.save_figure(fig, path)
 
 
-def plot_time_to_accuracy(runs: list[Run], path: Path) -> Path | None:
+def plot_time_to_accuracy(runs: list[Run], path: Path, shared: bool = False) -> Path | None:
     """Per-epoch top-1 against training wall time, one line per run (dashed: the class decoded from the counts,
-    for a run without a class head); dotted lines at the levels of the time-to-accuracy table."""
+    for a run without a class head); dotted lines at the levels of the time-to-accuracy table. shared: the runs
+    trained at once, so each had a share of the cores, and the axis says so."""
     curves = [(i, r, t) for i, r in enumerate(runs) if (t := time_to_accuracy(r)) is not None]
     if not curves:
         return None
@@ -77,7 +78,8 @@ def plot_time_to_accuracy(runs: list[Run], path: Path) -> Path | None:
     for level in TTA_LEVELS:
         ax.axhline(level, color="0.5", linestyle=":", linewidth=1)
     names = {runfolder.eval_set_name(r.config) for _, r, _ in curves}
-    ax.set_xlabel("training wall time, minutes (per-epoch evaluation included)")
+    ax.set_xlabel("training wall time, minutes (per-epoch evaluation included"
+                  + ("; the runs trained at once, sharing the cores)" if shared else ")"))
     ax.set_ylabel(f"{names.pop() if len(names) == 1 else 'per-epoch'} top-1 (single view)")
     ax.set_title("Time to accuracy (dotted: 0.521 best public solution, 0.80, 0.90)", fontsize=10)
     ax.grid(alpha=0.3)

@@ -104,6 +104,11 @@ def _read_runs_json(out: Path, notes: list[str]) -> dict[str, Any] | None:
         return None
 
 
+def trained_at_once(meta: dict[str, Any] | None) -> bool:
+    """Whether runs.json says the runs trained at the same time (reproduce's default on a CPU), sharing the cores."""
+    return bool(meta and meta.get("at_once"))
+
+
 def discover_runs(out: Path) -> tuple[list[Run], dict[str, Any] | None, list[str]]:
     """The runs of a reproduce folder with their files loaded, runs.json (or None) and notes on what is missing."""
     out = Path(out)

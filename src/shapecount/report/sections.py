@@ -19,7 +19,7 @@ from shapecount.config import widened_name
 from shapecount.mdtable import md_table
 from shapecount.report import ceiling
 from shapecount.report.analysis import TTA_LEVELS, binomial_std, error_analysis, mcnemar, time_to_accuracy
-from shapecount.report.runs import COMPARISON_DIR, EDA_DIR, Run, num
+from shapecount.report.runs import COMPARISON_DIR, EDA_DIR, Run, num, trained_at_once
 from shapecount.report.tables import NOT_TRAINED_CNT, csv_to_md, fmt, per_pair_md, results_table_md
 
 SECTIONS = ("1. Summary", "2. Data (EDA)", "3. Architecture", "4. Augmentations and why", "5. Setups",
@@ -99,7 +99,7 @@ def _summary(out: Path, runs: list[Run], rows: list[dict], meta: dict | None, no
             if meta.get(key) not in (None, ""):
                 v = meta[key]
                 s.append(f"- {name}: " + (f"`{v}`" if key == "command" else fmt(v, 1) if key == "wall_s" else str(v)))
-        if meta.get("at_once"):
+        if trained_at_once(meta):
             s.append("- The experiments trained at once, one process each, sharing the cores: their wall times "
                      "overlap, and each time budget is the whole training time.")
         s.append("")
@@ -258,7 +258,7 @@ def _setups(runs: list[Run]) -> list[str]:
     return _render("setups.md.j2", table=md_table(header, rows))
 
 
-def _results(out: Path, runs: list[Run], rows: list[dict]) -> list[str]:
+def _results(out: Path, runs: list[Run], rows: list[dict], meta: dict | None) -> list[str]:
     s = ["### Results table", "", results_table_md(rows)]
     audit = ceiling.load_audit(out)
     if audit is not None:
@@ -278,7 +278,7 @@ def _results(out: Path, runs: list[Run], rows: list[dict]) -> list[str]:
                                                           "RMSE single view", "RMSE with TTA"], t),
               "", "(‡: count-decoded accuracy of a run without a trained class head; † as above.)", ""]
     s += ["### Per-pair accuracy", "", per_pair_md(runs)]
-    s += _time_to_accuracy(out, runs)
+    s += _time_to_accuracy(out, runs, trained_at_once(meta))
     s += ["### Per-epoch curves", "", _fig(out, f"{COMPARISON_DIR}/curves.png", "Per-epoch curves of all runs "
                                            "(validation images, or the held-out ones when holdout > 0)")]
     for r in runs:
@@ -290,7 +290,7 @@ def _results(out: Path, runs: list[Run], rows: list[dict]) -> list[str]:
     return s
 
 
-def _time_to_accuracy(out: Path, runs: list[Run]) -> list[str]:
+def _time_to_accuracy(out: Path, runs: list[Run], shared: bool = False) -> list[str]:
     """Training wall time to reach each top-1 level, per run, and the curve behind it."""
     rows = []
     for r in runs:
@@ -307,7 +307,9 @@ def _time_to_accuracy(out: Path, runs: list[Run]) -> list[str]:
             "per-epoch top-1 first reaches 0.521 (the best public solution), 0.80 and 0.90. The per-epoch top-1 "
             "is single-view, on the images each run selects its epoch on (a run without a class head: the class its "
             "counts decode to); the results table's figures use the selected epoch with test-time augmentation on "
-            "the validation images.")
+            "the validation images."
+            + (" The runs trained at once, sharing the cores: each time is shared wall time, during which every "
+               "run had a share of the machine." if shared else ""))
     return ["### Time to accuracy", "", text, "",
             md_table(heads, rows), "",
             _fig(out, f"{COMPARISON_DIR}/time_to_accuracy.png", "Top-1 against training wall time"), ""]
@@ -483,5 +485,5 @@ def ablation(out: Path) -> list[str]:
 def sections(out: Path, runs: list[Run], meta: dict | None, notes: list[str], rows: list[dict]) -> list[list[str]]:
     """The lines of the sections SECTIONS, in order."""
     return [_summary(out, runs, rows, meta, notes), _eda(out), _architecture(out, runs), _augmentations(runs),
-            _setups(runs), _results(out, runs, rows), _confusions(out, runs), _errors(out, runs),
+            _setups(runs), _results(out, runs, rows, meta), _confusions(out, runs), _errors(out, runs),
             _discussion(runs, rows)]
