@@ -338,7 +338,7 @@ def _reproduce_locked(data: GSNData, out: Path, recipe: str, overrides: dict | N
                       audit_images: int | None, at_once: bool | None) -> dict:
     from shapecount import eda, report
 
-    started = any((out / e).is_dir() for e in experiments) or (out / "runs.json").exists()
+    started = any((out / e).is_dir() for e in experiments) or (out / runfolder.RUNS_FILE).exists()
     if out.exists() and started and not (force or resume):
         raise UserError(out, "already holds a reproduce run",
                         "choose another --out, pass --resume to continue it, or --force to start over")
@@ -368,10 +368,10 @@ def _reproduce_locked(data: GSNData, out: Path, recipe: str, overrides: dict | N
     info = {"runs": runs, "command": command, "resumed": resume, "machine": machine_description(),
             "date": _dt.date.today().isoformat(), "wall_s": time.perf_counter() - t0, "recipe": recipe,
             "at_once": bool(plan)}
-    fileio.write_json(out / "runs.json", info)
+    runfolder.write_runs_json(out, info)
     md, html = report.write_report(out)  # also writes comparison/
     info["wall_s"] = time.perf_counter() - t0
-    fileio.write_json(out / "runs.json", info)
+    runfolder.write_runs_json(out, info)
     log(f"reproduce done in {info['wall_s']:.0f}s -> {md} and {html}")
     return {"results": results, **info}
 

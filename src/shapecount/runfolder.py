@@ -1,4 +1,5 @@
-"""The run folder format (docs/run_folder.md): the columns its files are written with, and their readers.
+"""The run folder format (docs/run_folder.md): the columns its files are written with, and their readers; and
+runs.json, the list of runs of a reproduce folder.
 
 A run folder holds config.json, history.csv, metrics.json, predictions.csv, model.txt, checkpoint.pt and plots/
 (checkpoint.pt and the resume state are read and written by checkpoint.py, plots/ by plots.py). Training writes
@@ -29,6 +30,9 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "train_loss_cls", "train_loss_cnt", "t
 PRED_TYPE_COLS = tuple(f"pred_{t}" for t in labels.TYPES)
 PRED_COLUMNS = (["name", *labels.TYPES, "true_class", "pred_class", *PRED_TYPE_COLS]
                 + ["pred_class_from_counts", "confidence"])
+# A reproduce folder's list of its runs: {"runs": [{"name", "dir", "label"}, ...], "command", "recipe", "machine",
+# "date", "wall_s", "resumed", "at_once"} (experiments.reproduce writes it, the report reads it).
+RUNS_FILE = "runs.json"
 # Files whose presence means a folder already holds a run.
 RUN_MARKERS = ("metrics.json", "history.csv", "checkpoint.pt")
 _INT_COLS = {"true_class", "pred_class", "pred_class_from_counts", *labels.TYPES}
@@ -169,3 +173,32 @@ def effective_pred_class(preds: Mapping[str, np.ndarray], class_head: bool) -> n
             counts = torch.from_numpy(np.nan_to_num(pred_counts(preds)))
             return labels.decode_counts(counts).numpy().astype(np.int64)
     return preds["pred_class"]
+
+
+# ---------------------------------------------------------------- reproduce folders
+
+def write_runs_json(out: Path, info: dict[str, Any]) -> Path:
+    """A reproduce folder's runs.json: its runs ({"name", "dir", "label"} each) and how they were made."""
+    return fileio.write_json(Path(out) / RUNS_FILE, json_safe(info))
+
+
+def read_runs_json(out: Path, notes: list[str]) -> dict[str, Any] | None:
+    """A reproduce folder's runs.json, or None (missing or unreadable, with a note saying so)."""
+    p = Path(out) / RUNS_FILE
+    if not p.is_file():
+        notes.append("No runs.json: the default run folders that exist are used; command, machine and date "
+                     "are unknown.")
+        return None
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+        if not isinstance(d, dict) or not isinstance(d.get("runs", []), list):
+            raise TypeError("expected an object with a 'runs' list")
+        return d
+    except (OSError, ValueError, TypeError) as e:
+        notes.append(f"runs.json could not be read ({e}); the default run folders are used.")
+        return None
+
+
+def trained_at_once(meta: dict[str, Any] | None) -> bool:
+    """Whether runs.json says the runs trained at the same time (reproduce's default on a CPU), sharing the cores."""
+    return bool(meta and meta.get("at_once"))

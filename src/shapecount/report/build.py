@@ -6,11 +6,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from shapecount import fileio, plots
+from shapecount import fileio, plots, runfolder
 from shapecount.report.analysis import per_pair_row, result_row
 from shapecount.report.figures import plot_curves, plot_pair_confusions, plot_time_to_accuracy
 from shapecount.report.html_page import markdown_to_html
-from shapecount.report.runs import COMPARISON_DIR, Run, discover_runs, trained_at_once
+from shapecount.report.runs import COMPARISON_DIR, Run, discover_runs
 from shapecount.report.sections import SECTIONS, ablation, sections
 from shapecount.report.tables import per_pair_md, results_csv, results_table_md
 
@@ -32,7 +32,7 @@ def _compare(out: Path, runs: list[Run], meta: dict | None, notes: list[str]) ->
              fileio.write_text(cdir / "per_pair.md", "# Per-pair accuracy\n\n" + per_pair_md(runs))]
     if runs:
         files.append(plot_curves(runs, cdir / "curves.png"))
-        tta = plot_time_to_accuracy(runs, cdir / "time_to_accuracy.png", shared=trained_at_once(meta))
+        tta = plot_time_to_accuracy(runs, cdir / "time_to_accuracy.png", shared=runfolder.trained_at_once(meta))
         if tta is not None:
             files.append(tta)
         conf = plot_pair_confusions(runs, cdir / "confusions.png")

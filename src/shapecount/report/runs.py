@@ -6,7 +6,6 @@ folder per experiment (docs/run_folder.md). Missing pieces become notes, never e
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,32 +87,11 @@ class Run:
             return p.as_posix()
 
 
-def _read_runs_json(out: Path, notes: list[str]) -> dict[str, Any] | None:
-    p = out / "runs.json"
-    if not p.is_file():
-        notes.append("No runs.json: the default run folders that exist are used; command, machine and date "
-                     "are unknown.")
-        return None
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-        if not isinstance(d, dict) or not isinstance(d.get("runs", []), list):
-            raise TypeError("expected an object with a 'runs' list")
-        return d
-    except (OSError, ValueError, TypeError) as e:
-        notes.append(f"runs.json could not be read ({e}); the default run folders are used.")
-        return None
-
-
-def trained_at_once(meta: dict[str, Any] | None) -> bool:
-    """Whether runs.json says the runs trained at the same time (reproduce's default on a CPU), sharing the cores."""
-    return bool(meta and meta.get("at_once"))
-
-
 def discover_runs(out: Path) -> tuple[list[Run], dict[str, Any] | None, list[str]]:
     """The runs of a reproduce folder with their files loaded, runs.json (or None) and notes on what is missing."""
     out = Path(out)
     notes: list[str] = []
-    meta = _read_runs_json(out, notes)
+    meta = runfolder.read_runs_json(out, notes)
     entries = []
     if meta and meta.get("runs"):
         for e in meta["runs"]:

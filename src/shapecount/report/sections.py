@@ -19,7 +19,7 @@ from shapecount.config import widened_name
 from shapecount.mdtable import md_table
 from shapecount.report import ceiling
 from shapecount.report.analysis import TTA_LEVELS, binomial_std, error_analysis, mcnemar, time_to_accuracy
-from shapecount.report.runs import COMPARISON_DIR, EDA_DIR, Run, num, trained_at_once
+from shapecount.report.runs import COMPARISON_DIR, EDA_DIR, Run, num
 from shapecount.report.tables import NOT_TRAINED_CNT, csv_to_md, fmt, per_pair_md, results_table_md
 
 SECTIONS = ("1. Summary", "2. Data (EDA)", "3. Architecture", "4. Augmentations and why", "5. Setups",
@@ -99,7 +99,7 @@ def _summary(out: Path, runs: list[Run], rows: list[dict], meta: dict | None, no
             if meta.get(key) not in (None, ""):
                 v = meta[key]
                 s.append(f"- {name}: " + (f"`{v}`" if key == "command" else fmt(v, 1) if key == "wall_s" else str(v)))
-        if trained_at_once(meta):
+        if runfolder.trained_at_once(meta):
             s.append("- The experiments trained at once, one process each, sharing the cores: their wall times "
                      "overlap, and each time budget is the whole training time.")
         s.append("")
@@ -278,7 +278,7 @@ def _results(out: Path, runs: list[Run], rows: list[dict], meta: dict | None) ->
                                                           "RMSE single view", "RMSE with TTA"], t),
               "", "(‡: count-decoded accuracy of a run without a trained class head; † as above.)", ""]
     s += ["### Per-pair accuracy", "", per_pair_md(runs)]
-    s += _time_to_accuracy(out, runs, trained_at_once(meta))
+    s += _time_to_accuracy(out, runs, runfolder.trained_at_once(meta))
     s += ["### Per-epoch curves", "", _fig(out, f"{COMPARISON_DIR}/curves.png", "Per-epoch curves of all runs "
                                            "(validation images, or the held-out ones when holdout > 0)")]
     for r in runs:
