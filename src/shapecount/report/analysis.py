@@ -123,10 +123,10 @@ def mcnemar(a: Run, b: Run) -> tuple[int, int] | None:
 
 
 # Top-1 levels the time-to-accuracy table reports: the best public solution's, and two further milestones.
-TTA_LEVELS = (0.521, 0.80, 0.90)
+ACCURACY_LEVELS = (0.521, 0.80, 0.90)
 
 
-def time_to_accuracy(run: Run, levels: tuple[float, ...] = TTA_LEVELS) -> dict[str, Any] | None:
+def time_to_accuracy(run: Run, levels: tuple[float, ...] = ACCURACY_LEVELS) -> dict[str, Any] | None:
     """Training wall time (cumulative `seconds` of history.csv, evaluation included) to the first epoch whose
     per-epoch top-1 (single view, on the images the run selects its epoch on) reaches each level; None for a
     level never reached. A run without a class head is timed by the class its counts decode to

@@ -32,9 +32,9 @@ def _compare(out: Path, runs: list[Run], meta: dict | None, notes: list[str]) ->
              fileio.write_text(cdir / "per_pair.md", "# Per-pair accuracy\n\n" + per_pair_md(runs))]
     if runs:
         files.append(plot_curves(runs, cdir / "curves.png"))
-        tta = plot_time_to_accuracy(runs, cdir / "time_to_accuracy.png", shared=runfolder.trained_at_once(meta))
-        if tta is not None:
-            files.append(tta)
+        timing = plot_time_to_accuracy(runs, cdir / "time_to_accuracy.png", shared=runfolder.trained_at_once(meta))
+        if timing is not None:
+            files.append(timing)
         conf = plot_pair_confusions(runs, cdir / "confusions.png")
         if conf is not None:
             files.append(conf)

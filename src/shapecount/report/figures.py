@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from shapecount import labels, metrics, plots, runfolder
-from shapecount.report.analysis import TTA_LEVELS, time_to_accuracy
+from shapecount.report.analysis import ACCURACY_LEVELS, time_to_accuracy
 from shapecount.report.runs import Run, num
 
 
@@ -75,7 +75,7 @@ def plot_time_to_accuracy(runs: list[Run], path: Path, shared: bool = False) -> 
     for i, run, t in curves:
         ax.plot(t["minutes"], t["top1"], marker=".", color=f"C{i}", linestyle="--" if t["from_counts"] else "-",
                 label=run.label + (" [class decoded from counts]" if t["from_counts"] else ""))
-    for level in TTA_LEVELS:
+    for level in ACCURACY_LEVELS:
         ax.axhline(level, color="0.5", linestyle=":", linewidth=1)
     names = {runfolder.eval_set_name(r.config) for _, r, _ in curves}
     ax.set_xlabel("training wall time, minutes (per-epoch evaluation included"

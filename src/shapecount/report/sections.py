@@ -18,7 +18,13 @@ from shapecount import labels, plots, runfolder
 from shapecount.config import widened_name
 from shapecount.mdtable import md_table
 from shapecount.report import ceiling
-from shapecount.report.analysis import TTA_LEVELS, binomial_std, error_analysis, mcnemar, time_to_accuracy
+from shapecount.report.analysis import (
+    ACCURACY_LEVELS,
+    binomial_std,
+    error_analysis,
+    mcnemar,
+    time_to_accuracy,
+)
 from shapecount.report.runs import COMPARISON_DIR, EDA_DIR, Run, num
 from shapecount.report.tables import NOT_TRAINED_CNT, csv_to_md, fmt, per_pair_md, results_table_md
 
@@ -297,12 +303,12 @@ def _time_to_accuracy(out: Path, runs: list[Run], shared: bool = False) -> list[
         t = time_to_accuracy(r)
         if t is None:
             continue
-        cells = [f"{t[level] / 60:.1f} min" if t[level] is not None else "not reached" for level in TTA_LEVELS]
+        cells = [f"{t[level] / 60:.1f} min" if t[level] is not None else "not reached" for level in ACCURACY_LEVELS]
         label = r.label + (" (class from counts)" if t["from_counts"] else "")
         rows.append([label, *cells, f"{t['minutes'][-1]:.1f} min"])
     if not rows:
         return []
-    heads = ["run", *(f"top-1 {level:g}" for level in TTA_LEVELS), "whole training"]
+    heads = ["run", *(f"top-1 {level:g}" for level in ACCURACY_LEVELS), "whole training"]
     text = ("Training wall time (per-epoch evaluation included, start-up and the final evaluation not) until the "
             "per-epoch top-1 first reaches 0.521 (the best public solution), 0.80 and 0.90. The per-epoch top-1 "
             "is single-view, on the images each run selects its epoch on (a run without a class head: the class its "
