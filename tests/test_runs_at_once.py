@@ -58,6 +58,11 @@ def test_a_begun_reproduce_tells_how_it_trains(tmp_path):
     assert started_at_once(tmp_path / "other", cfgs) is None
     quick = {e: make_config(e, "quick") for e in EXPERIMENTS}
     assert started_at_once(tmp_path / "one", quick) is None  # no budget: both ways give the same configs
+    assert started_at_once(tmp_path / "one", {"multitask": cfgs["multitask"]}) is None  # one run: never at once
+    (tmp_path / "other" / "runs.json").write_text(json.dumps({"runs": [], "at_once": True}))
+    assert started_at_once(tmp_path / "other", cfgs) is True  # runs.json, written before training, says first
+    (tmp_path / "at_once" / "multitask" / "config.json").write_text("{not json")
+    assert started_at_once(tmp_path / "at_once", cfgs) is None  # a damaged config.json tells nothing
 
 
 def test_resuming_in_the_other_way_is_a_one_line_error(tiny, tmp_path, capsys):

@@ -284,12 +284,21 @@ def at_once_plan(cfgs: dict[str, Config], at_once: bool | None) -> dict[str, Con
 
 
 def started_at_once(out: Path, cfgs: dict[str, Config]) -> bool | None:
-    """Whether the experiments already begun in `out` train at once (their config.json holds the time budget of
-    one run multiplied by the number of runs, as `at_once_plan` lays it out) or one after another; None where no
-    folder tells (nothing begun, or a recipe without a budget, where both ways give the same configs)."""
+    """Whether the experiments already begun in `out` train at once or one after another: runs.json's `at_once`
+    (written before training starts), else, for a folder without it, their config.json (at once, each holds the
+    time budget of one run multiplied by the number of runs, as `at_once_plan` lays it out). None where nothing
+    tells: nothing begun, one experiment only, or a recipe without a budget (both ways give the same configs)."""
+    if len(cfgs) < 2 or not any(cfg.minutes for cfg in cfgs.values()):
+        return None
+    meta = runfolder.read_runs_json(Path(out), [])
+    if meta is not None and isinstance(meta.get("at_once"), bool):
+        return meta["at_once"]
     for name, cfg in cfgs.items():
-        saved = runfolder.load_json(Path(out) / name / "config.json")
-        minutes = saved.get("minutes") if saved else None
+        try:
+            saved = runfolder.load_json(Path(out) / name / "config.json")
+        except (OSError, ValueError):  # a damaged file tells nothing; training rewrites it
+            continue
+        minutes = saved.get("minutes") if isinstance(saved, dict) else None
         if not cfg.minutes or not isinstance(minutes, int | float):
             continue
         if math.isclose(minutes, cfg.minutes * len(cfgs)):
@@ -352,6 +361,10 @@ def _reproduce_locked(data: GSNData, out: Path, recipe: str, overrides: dict | N
     if audit:
         _audit_val(data, out, audit_images, log, progress)
     plan = at_once_plan(cfgs, at_once)
+    runs = [{"name": name, "dir": name, "label": f"{name} (lambda={cfg.lambda_cnt:g})"} for name, cfg in cfgs.items()]
+    info = {"runs": runs, "command": command, "resumed": resume, "machine": machine_description(),
+            "date": _dt.date.today().isoformat(), "recipe": recipe, "at_once": bool(plan)}
+    runfolder.write_runs_json(out, info)  # before training: a --resume continues in the same way
     if plan:
         from shapecount.runs_at_once import train_at_once
 
@@ -364,10 +377,7 @@ def _reproduce_locked(data: GSNData, out: Path, recipe: str, overrides: dict | N
     else:
         results = {name: run_experiment(cfg, data, out / name, log=log, progress=progress, force=not resume,
                                         resume=resume) for name, cfg in cfgs.items()}
-    runs = [{"name": name, "dir": name, "label": f"{name} (lambda={cfg.lambda_cnt:g})"} for name, cfg in cfgs.items()]
-    info = {"runs": runs, "command": command, "resumed": resume, "machine": machine_description(),
-            "date": _dt.date.today().isoformat(), "wall_s": time.perf_counter() - t0, "recipe": recipe,
-            "at_once": bool(plan)}
+    info["wall_s"] = time.perf_counter() - t0
     runfolder.write_runs_json(out, info)
     md, html = report.write_report(out)  # also writes comparison/
     info["wall_s"] = time.perf_counter() - t0

@@ -1,14 +1,15 @@
 """Comparison tables, figures and the final report of a `shapecount reproduce` folder, from its files alone.
 
 Layout read (all paths relative to the reproduce folder OUT):
-    OUT/runs.json                    optional: {"runs": [{"name", "dir", "label"}, ...], "command", "machine",
-                                     "date", "wall_s"}; without it the default run names that exist are used
+    OUT/runs.json                    optional: the runs and how they were made (runfolder.RUNS_FILE,
+                                     docs/run_folder.md); without it the default run names that exist are used
     OUT/eda/                         class_histogram.png, count_table.md/.csv, examples.png, pair_balance.png/.csv,
                                      summary.md
     OUT/<run>/                       one run folder per experiment (docs/run_folder.md), with plots/
     OUT/ablation.md                  optional: copied in by `shapecount report --ablation ROOT`
 Written:
-    OUT/comparison/                  results.csv, results.md, per_pair.md, curves.png, confusions.png
+    OUT/comparison/                  results.csv, results.md, per_pair.md, curves.png, time_to_accuracy.png,
+                                     confusions.png
     OUT/report.md, OUT/report.html   the report (markdown with relative figure paths; self-contained HTML)
 
 Nothing here loads a model or the dataset, and no number in the report is typed in: everything comes from the
