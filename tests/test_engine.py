@@ -231,3 +231,22 @@ def test_a_budgeted_run_is_cut_short_only_when_it_slows_past_its_budget():
     assert engine.replan_epochs(cfg, 13, [45.0] * 5 + [600.0]) == 6  # over budget already: stop now
     assert engine.replan_epochs(cfg, 13, [45.0, 10.0, 10.0]) == 13  # faster: never longer than planned
     assert engine.replan_epochs(cfg, 13, [400.0, 400.0]) == 3  # the warmup (2 epochs) still ends
+
+
+def test_synth_hidden_draws_each_epoch_with_hidden_shapes_and_resumes_exactly(tmp_path, monkeypatch):
+    from conftest import write_gsn_dir
+    from helpers.interrupt import run_interrupted
+    from shapecount import experiments, synth
+    from shapecount.data import load_gsn
+
+    data = load_gsn(str(write_gsn_dir(tmp_path / "gsn", n=45)), progress=False)
+    cfg = make_config("multitask", "protocol", {"epochs": 3, "batch_size": 16, "tta": False, "synth_per_epoch": 32,
+                                                "synth_hidden": 1.0})
+    asked = []
+    draw = synth.generate_with_points
+    monkeypatch.setattr(synth, "generate_with_points", lambda *a, **k: asked.append(k["hidden"]) or draw(*a, **k))
+    a = experiments.run_experiment(cfg, data, tmp_path / "a", progress=False)
+    assert asked == [1.0] * 3
+    run_interrupted(cfg, data, tmp_path / "r", monkeypatch, epoch=2)
+    r = experiments.run_experiment(cfg, data, tmp_path / "r", progress=False, resume=True)
+    assert a["rmse"] == r["rmse"] and a["top1"] == r["top1"]

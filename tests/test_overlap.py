@@ -44,7 +44,7 @@ def test_least_visible_share_counts_what_no_other_shape_covers():
         types = torch.tensor([t for t, _, _ in shapes]).view(-1, 1)
         return synth.draw(types, torch.tensor([[r, c] for _, r, c in shapes]).view(-1, 1, 2)).numpy() > 0  # one per shape
 
-    whole = [overlap.whole_area(t) for t in range(6)]
+    whole = [synth.whole_area(t) for t in range(6)]
     assert whole[0] == 49 and all(a > 0 for a in whole)  # the 7x7 square
     apart = [(0, 4, 4), (1, 18, 18)]  # a square and a circle far apart, both inside the image
     assert overlap.least_visible_share([0, 1], masks(apart)) == 1.0

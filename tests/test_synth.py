@@ -138,6 +138,42 @@ def test_rot90_whole_images_labels_move_with_the_image():
                        torch.stack([(new_types == t).sum(1) for t in range(6)], 1))
 
 
+def test_least_visible_agrees_with_the_share_from_drawn_masks():
+    from shapecount.exact import overlap
+    gen = torch.Generator().manual_seed(4)
+    types, centres = S.sample_shapes(S.sample_labels(120, gen), gen)
+    fast = S.least_visible(types, centres)
+    for i in range(len(types)):
+        masks = S.draw(types[i].view(-1, 1), centres[i].view(-1, 1, 2)).numpy() > 0
+        assert fast[i].item() == pytest.approx(overlap.least_visible_share(types[i].tolist(), masks))
+    # two squares on one anchor hide each other completely; a lone square away from the border keeps all 49 px
+    assert S.least_visible(torch.tensor([[SQ, SQ]]), torch.tensor([[[9, 9], [9, 9]]])).item() == 0.0
+    assert S.least_visible(torch.tensor([[SQ]]), torch.tensor([[[9, 9]]])).item() == 1.0
+
+
+def test_hide_shapes_redraws_anchors_until_a_shape_is_hidden():
+    gen = torch.Generator().manual_seed(2)
+    types, centres = S.sample_shapes(S.sample_labels(600, gen), gen)
+    hidden = S.hide_shapes(types, centres, 1.0, torch.Generator().manual_seed(3))
+    half = S.hide_shapes(types, centres, 0.5, torch.Generator().manual_seed(3))
+
+    def share(anchors):
+        return (S.least_visible(types, anchors) <= S.HIDDEN_BELOW).float().mean().item()
+
+    assert share(centres) < 0.45 and share(hidden) > 0.95 and 0.55 < share(half) < 0.8
+    kept = (S.least_visible(types, centres) <= S.HIDDEN_BELOW)
+    assert torch.equal(hidden[kept], centres[kept])  # images that have a hidden shape keep their anchors
+    assert hidden.min() >= 0 and hidden.max() <= S.ANCHOR_MAX
+
+
+def test_generate_with_hidden_shapes_keeps_the_labels_and_the_random_stream():
+    plain = S.generate_with_points(300, torch.Generator().manual_seed(2))
+    hidden = S.generate_with_points(300, torch.Generator().manual_seed(2), hidden=1.0)
+    assert torch.equal(plain[1], hidden[1])  # same labels: only where the shapes lie changes
+    assert not torch.equal(plain[0], hidden[0])
+    assert torch.equal(plain[0], S.generate(300, torch.Generator().manual_seed(2))[0])  # hidden=0: as before
+
+
 def test_fidelity_report_runs_and_self_agrees():
     real, counts = S.generate(200, torch.Generator().manual_seed(11))
     rep = S.fidelity_report(real, counts, n_synth=200, gen=torch.Generator().manual_seed(12), verbose=False)

@@ -131,6 +131,10 @@ class Config:
     # -- extra data: N fresh synthetic images (synth.py, a generator measured on the real data) added to every
     # epoch's training images; 0 = the real images only (the assignment's setting)
     synth_per_epoch: int = 0
+    # share of the synthetic images drawn with a hidden shape (at most two of its pixels inside the image under no
+    # other shape; synth.hide_shapes): their anchors are redrawn until one is, the labels kept, so the class prior
+    # stays. 0 = as drawn (about 32% have one anyway). The models err most on such images.
+    synth_hidden: float = 0.0
     # -- training-only anchor maps: weight of losses.anchor_loss on the synthetic images (their shape positions
     # are known), read from the last convolution by a linear conv of aux_kernel x aux_kernel that is dropped
     # at export; 0 = off. Teaches the convolutions to find each shape, so the linear layer only adds up.
@@ -189,6 +193,7 @@ def validate(cfg: Config) -> None:
     need(cfg.lr > 0, f"lr must be > 0, got {cfg.lr}")
     need(cfg.init in INITS, f"init must be one of {', '.join(INITS)}, got {cfg.init!r}")
     need(0 <= cfg.fc_share <= 1, f"fc_share must be in [0, 1], got {cfg.fc_share}")
+    need(0 <= cfg.synth_hidden <= 1, f"synth_hidden must be in [0, 1], got {cfg.synth_hidden}")
     need(cfg.fc_lr_scale > 0, f"fc_lr_scale must be > 0, got {cfg.fc_lr_scale}")
     need(cfg.conv_lr_scale > 0, f"conv_lr_scale must be > 0, got {cfg.conv_lr_scale}")
     parts = str(cfg.conv_widths).split(",")

@@ -446,7 +446,8 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
             t_epoch = time.perf_counter()
             images, counts, points = train_images, train_counts, None
             if cfg.synth_per_epoch:  # fresh images every epoch, drawn from `gen`: deterministic and resumable
-                s_images, s_counts, s_points = synth.generate_with_points(cfg.synth_per_epoch, gen, device=data_device)
+                s_images, s_counts, s_points = synth.generate_with_points(cfg.synth_per_epoch, gen, device=data_device,
+                                                                           hidden=cfg.synth_hidden)
                 images, counts = torch.cat([images, s_images]), torch.cat([counts, s_counts.to(counts.dtype)])
                 # real images have no known shape points: type -1 (no anchor-map loss for them)
                 points = torch.cat([torch.full((len(train_images), *s_points.shape[1:]), -1, dtype=s_points.dtype,

@@ -13,8 +13,6 @@ the shapes hide from errors a model makes on images where every shape is plain t
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 
@@ -49,17 +47,12 @@ def overlap_share(masks: np.ndarray) -> float:
     return float((cover >= 2).sum()) / union if union else 0.0
 
 
-@functools.cache
-def whole_area(kind: int) -> int:
-    """Pixels of one whole (unclipped) shape of type `kind` (labels.TYPES index)."""
-    return int(synth.template(kind).sum())
-
-
 def least_visible_share(kinds: list[int], masks: np.ndarray) -> float:
     """Of each shape's whole area, the share of pixels inside the image that no other shape covers; the smallest
-    over the shapes (bool masks (K, H, W), clipped at the border, in the order of `kinds`). 1.0 without shapes."""
+    over the shapes (bool masks (K, H, W), clipped at the border, in the order of `kinds`). 1.0 without shapes.
+    synth.least_visible computes the same from shape types and anchors, for many images at once."""
     alone = masks & (np.asarray(masks, dtype=np.int32).sum(0) == 1)
-    return min((float(a.sum()) / whole_area(k) for k, a in zip(kinds, alone)), default=1.0)
+    return min((float(a.sum()) / synth.whole_area(k) for k, a in zip(kinds, alone)), default=1.0)
 
 
 # name -> (measure of an image from its witness's shape types and masks, column label)
