@@ -249,4 +249,4 @@ def test_synth_hidden_draws_each_epoch_with_hidden_shapes_and_resumes_exactly(tm
     assert asked == [1.0] * 3
     run_interrupted(cfg, data, tmp_path / "r", monkeypatch, epoch=2)
     r = experiments.run_experiment(cfg, data, tmp_path / "r", progress=False, resume=True)
-    assert a["rmse"] == r["rmse"] and a["top1"] == r["top1"]
+    assert a["rmse"] == r["rmse"] and a["top1_accuracy"] == r["top1_accuracy"]
