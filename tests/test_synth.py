@@ -143,6 +143,7 @@ def test_least_visible_agrees_with_the_share_from_drawn_masks():
     gen = torch.Generator().manual_seed(4)
     types, centres = S.sample_shapes(S.sample_labels(120, gen), gen)
     fast = S.least_visible(types, centres)
+    assert torch.equal(S.least_visible(types, centres, chunk=7), fast)  # chunks do not change it
     for i in range(len(types)):
         masks = S.draw(types[i].view(-1, 1), centres[i].view(-1, 1, 2)).numpy() > 0
         assert fast[i].item() == pytest.approx(overlap.least_visible_share(types[i].tolist(), masks))
