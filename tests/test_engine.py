@@ -233,7 +233,7 @@ def test_a_budgeted_run_is_cut_short_only_when_it_slows_past_its_budget():
     assert engine.replan_epochs(cfg, 13, [400.0, 400.0]) == 3  # the warmup (2 epochs) still ends
 
 
-def test_synth_hidden_draws_each_epoch_with_hidden_shapes_and_resumes_exactly(tmp_path, monkeypatch):
+def test_synth_hidden_reaches_each_epochs_draw_and_the_run_resumes_exactly(tmp_path, monkeypatch):
     from conftest import write_gsn_dir
     from helpers.interrupt import run_interrupted
     from shapecount import experiments, synth

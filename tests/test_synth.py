@@ -150,12 +150,18 @@ def test_least_visible_agrees_with_the_share_from_drawn_masks():
     # two squares on one anchor hide each other completely; a lone square away from the border keeps all 49 px
     assert S.least_visible(torch.tensor([[SQ, SQ]]), torch.tensor([[[9, 9], [9, 9]]])).item() == 0.0
     assert S.least_visible(torch.tensor([[SQ]]), torch.tensor([[[9, 9]]])).item() == 1.0
+    # a square at the corner keeps its 16 pixels inside; types < 0 are no shape; an image without shapes: 1
+    assert S.least_visible(torch.tensor([[SQ, -1]]), torch.tensor([[[0, 0], [0, 0]]])).item() == pytest.approx(16 / 49)
+    assert S.least_visible(torch.tensor([[-1, -1]]), torch.zeros(1, 2, 2, dtype=torch.long)).item() == 1.0
+    assert S.least_visible(torch.zeros(3, 0, dtype=torch.long), torch.zeros(3, 0, 2, dtype=torch.long)).tolist() == [1.0] * 3
 
 
 def test_hide_shapes_redraws_anchors_until_a_shape_is_hidden():
     gen = torch.Generator().manual_seed(2)
     types, centres = S.sample_shapes(S.sample_labels(600, gen), gen)
     hidden = S.hide_shapes(types, centres, 1.0, torch.Generator().manual_seed(3))
+    assert torch.equal(hidden, S.hide_shapes(types, centres, 1.0, torch.Generator().manual_seed(3)))
+    assert torch.equal(S.hide_shapes(types, centres, 0.0, torch.Generator().manual_seed(3)), centres)
     half = S.hide_shapes(types, centres, 0.5, torch.Generator().manual_seed(3))
 
     def share(anchors):
@@ -172,7 +178,18 @@ def test_generate_with_hidden_shapes_keeps_the_labels_and_the_random_stream():
     hidden = S.generate_with_points(300, torch.Generator().manual_seed(2), hidden=1.0)
     assert torch.equal(plain[1], hidden[1])  # same labels: only where the shapes lie changes
     assert not torch.equal(plain[0], hidden[0])
-    assert torch.equal(plain[0], S.generate(300, torch.Generator().manual_seed(2))[0])  # hidden=0: as before
+    # hidden=0 draws the labels, then the anchors, and nothing else from the generator
+    gen = torch.Generator().manual_seed(2)
+    assert torch.equal(plain[0], S.draw(*S.sample_shapes(S.sample_labels(300, gen), gen)))
+    # the points follow the redrawn shapes: anchors rebuilt from them (exact unless clamped at the border) show
+    # hidden shapes in most images drawn with hidden=1 (0.90 here), in about a third of the others
+
+    def hidden_share(points):
+        types = points[..., 0].long()
+        anchors = points[..., 1:].long() - S._REF_OFFSET[types]
+        return S.least_visible(types, anchors).le(S.HIDDEN_BELOW).float().mean().item()
+
+    assert hidden_share(hidden[2]) > 0.8 and hidden_share(plain[2]) < 0.45
 
 
 def test_fidelity_report_runs_and_self_agrees():

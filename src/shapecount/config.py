@@ -135,7 +135,8 @@ class Config:
     # other shape; synth.hide_shapes): their anchors are redrawn until one is, the labels kept, so the class prior
     # stays. 0 = as drawn (about 32% have one anyway). The models err most on such images; measured, 0.5 moves
     # where they err (+2.5 to +6.6 points on the most hidden fifth, less elsewhere), not how often (top-1 0.803
-    # against 0.796 +- 0.009 at 45,000 per epoch; docs/ablation.md "Hidden shapes"), so no recipe uses it.
+    # against 0.796 +- 0.009 at 45,000 per epoch; docs/ablation.md "Hidden shapes drawn more
+    # often"), so no recipe uses it.
     synth_hidden: float = 0.0
     # -- training-only anchor maps: weight of losses.anchor_loss on the synthetic images (their shape positions
     # are known), read from the last convolution by a linear conv of aux_kernel x aux_kernel that is dropped
@@ -227,6 +228,8 @@ def validate(cfg: Config) -> None:
     need(cfg.aux_anchor >= 0, f"aux_anchor must be >= 0, got {cfg.aux_anchor}")
     need(cfg.aux_kernel >= 1 and cfg.aux_kernel % 2 == 1, f"aux_kernel must be odd and >= 1, got {cfg.aux_kernel}")
     need(cfg.aux_blur >= 0, f"aux_blur must be >= 0, got {cfg.aux_blur}")
+    need(cfg.synth_hidden == 0 or cfg.synth_per_epoch > 0,
+         "synth_hidden needs synthetic images (synth_per_epoch > 0): it says how they are drawn")
     need(cfg.aux_anchor == 0 or cfg.synth_per_epoch > 0,
          "aux_anchor needs synthetic images (synth_per_epoch > 0): only they come with shape positions")
     need(0 <= cfg.ema_decay < 1, f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
