@@ -99,3 +99,11 @@ def test_conv_widths_are_three_channel_counts_and_the_default_is_the_fixed_backb
     for bad in ("8,16", "8,16,0", "8,x,32", "8,16,32,64"):
         with pytest.raises(ConfigError, match="conv_widths must be three channel counts"):
             make_config(overrides={"conv_widths": bad})
+
+
+def test_options_that_shape_synthetic_images_need_synthetic_images():
+    # The fast recipe trains on real images only, so these options would silently do nothing there.
+    for key, value in (("synth_hidden", 0.5), ("aux_anchor", 1.0)):
+        with pytest.raises(ConfigError, match=f"{key} needs synthetic images"):
+            make_config("multitask", "fast", {key: value})
+        assert getattr(make_config("multitask", "best", {key: value}), key) == value
