@@ -56,8 +56,9 @@ def cmd_cache(args) -> int:
     if args.cache_command == "list":
         print(housekeeping.list_cache())
     else:
-        n, size = housekeeping.clean_cache(everything=args.all)
-        print(f"removed {n} files ({size / 1e6:.1f} MB) from {housekeeping.cache_dir()}")
+        n, size, foreign = housekeeping.clean_cache(everything=args.all)
+        kept = f"; kept {foreign} files shapecount did not write" if foreign else ""
+        print(f"removed {n} files ({size / 1e6:.1f} MB) from {housekeeping.cache_dir()}{kept}")
     return 0
 
 
