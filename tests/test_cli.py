@@ -115,6 +115,9 @@ def test_predict_csv_and_json(trained, tiny, capsys):
     (["train", "--out", "X", "--epochs", "0"], "epochs must be >= 1"),
     (["train", "--out", "X", "--data", "/does/not/exist"], "/does/not/exist"),
     (["predict", "--checkpoint", "/no/ckpt.pt", "a.png"], "checkpoint not found"),
+    (["predict", "--checkpoint", "/no/ckpt.pt", "--device", "gpu", "a.png"], "unknown device 'gpu'"),
+    (["predict", "--checkpoint", "/no/ckpt.pt", "--device", "cuda:99", "a.png"], "cuda:99 was asked for"),
+    (["train", "--out", "X", "--device", "cuda:x"], "device must be auto, cpu or cuda[:N], got 'cuda:x'"),
     (["train"], "--out"),
     (["frobnicate"], "invalid choice"),
 ])

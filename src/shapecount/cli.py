@@ -318,9 +318,11 @@ def _run(handler, args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except RuntimeError as e:
-        if "CUDA" in str(e) or "--device" in str(e):
-            print(f"error: {e}", file=sys.stderr)
-            return EXIT_USAGE
+        # A CUDA failure (out of memory, a lost device) is the machine's, not a bug here: its first line says
+        # what happened, and torch's further lines are debugging advice.
+        if "CUDA" in str(e):
+            print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+            return 1
         raise
 
 

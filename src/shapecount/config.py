@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -183,6 +184,10 @@ class Config:
         return "val_top1" if self.cls_weight > 0 else "val_rmse"
 
 
+# What --device and the device key accept (engine.pick_device resolves it).
+DEVICE_NAMES = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
 def validate(cfg: Config) -> None:
     def need(ok: bool, msg: str) -> None:
         if not ok:
@@ -234,8 +239,7 @@ def validate(cfg: Config) -> None:
          "aux_anchor needs synthetic images (synth_per_epoch > 0): only they come with shape positions")
     need(0 <= cfg.ema_decay < 1, f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     need(cfg.holdout >= 0, f"holdout must be >= 0, got {cfg.holdout}")
-    need(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
-         f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")
+    need(DEVICE_NAMES.fullmatch(cfg.device) is not None, f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")
 
 
 # Named presets: the three experiments of the seed study. Each is a partial override of the defaults.

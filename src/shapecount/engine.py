@@ -20,7 +20,9 @@ from torch import nn
 from tqdm import tqdm
 
 from shapecount import augment, distributed, labels, runtime, synth
+from shapecount.config import DEVICE_NAMES
 from shapecount.ema import WeightEma
+from shapecount.errors import UserError
 from shapecount.evaluation import evaluate, to_input
 from shapecount.losses import anchor_loss, anchor_maps, multitask_loss
 from shapecount.model import (
@@ -50,10 +52,18 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """auto (CUDA when present, else the CPU), cpu, cuda or cuda:N; anything else is a one-line UserError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA device is available (use --device cpu)")
+    if not DEVICE_NAMES.fullmatch(name):
+        raise UserError("--device", f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError("--device", f"{name} was asked for but no CUDA device is available", "use --device cpu")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise UserError("--device", f"{name} was asked for but this machine has {torch.cuda.device_count()} "
+                            "CUDA device(s)", "use cuda:0 up to the last one")
     return torch.device(name)
 
 
