@@ -92,3 +92,13 @@ def test_contention_rows_compare_each_setting_with_its_own_and_the_defaults_quie
                                 "torch": "x", "steps": 5, "batch": 8, "kernels": {}, "gemm_peak_gflops": {"fp32": 1, "bf16": 1},
                                 "flops_per_image": {"train": 1}})
     assert "63% of the default's" in table
+
+
+def test_typical_pipeline_reads_every_kind_of_source(gsn_dir: Path, gsn_zip: Path, tmp_path: Path,
+                                                     monkeypatch) -> None:
+    # A URL source is read from its downloaded copy; the download itself is stood in for (no network in tests).
+    monkeypatch.setattr("shapecount.data.cache.download", lambda url, **_: gsn_zip)
+    for i, source in enumerate((str(gsn_dir), str(gsn_dir / "labels.csv"), str(gsn_zip),
+                                "https://example.org/data_gsn.zip")):
+        folder = bench._extract(source, tmp_path / f"unpacked{i}")
+        assert (folder / "labels.csv").is_file() and len(bench.GSNDataset(folder)) == 40

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from shapecount import augment, engine, evaluation, labels, runtime
 from shapecount.config import make_config
 from shapecount.data import GSNData, load_gsn, resolve_source
+from shapecount.data.cache import locate
 from shapecount.data.sources import find_labels_dir
 from shapecount.data.validation import LABELS_NAME, parse_labels, read_bytes, read_image
 from shapecount.losses import multitask_loss
@@ -111,13 +112,14 @@ def _typical_transform(image: torch.Tensor, counts: torch.Tensor) -> tuple[torch
 
 
 def _extract(source: str, folder: Path) -> Path:
-    """The typical pipeline reads PNG files from a folder: unpack the zip once (outside the timing)."""
-    p = Path(source)
-    if p.is_dir():
-        return p
-    with zipfile.ZipFile(p) as z:
-        z.extractall(folder)  # the archive already passed load_gsn's safety checks
-    return next(q.parent for q in folder.rglob("labels.csv"))
+    """The typical pipeline reads PNG files from a folder: the folder of a directory source, else the zip (a
+    URL's downloaded copy) unpacked once into `folder`, outside the timing."""
+    kind, path = locate(source, {"progress": False})
+    if kind == "zip":
+        with zipfile.ZipFile(path) as z:
+            z.extractall(folder)  # the archive already passed load_gsn's safety checks
+        path = folder
+    return find_labels_dir(path)
 
 
 def bench_typical(folder: Path, steps: int, batch: int) -> dict:

@@ -27,7 +27,7 @@ from shapecount.fileio import atomic_write
 CACHE_VERSION = 1
 
 
-def _locate(source: str, download_options: dict[str, Any]) -> tuple[str, Path]:
+def locate(source: str, download_options: dict[str, Any]) -> tuple[str, Path]:
     """("dir" | "zip", local path) of a source; a URL is downloaded first."""
     if S.is_url(source):
         return "zip", download(source, **download_options)
@@ -122,7 +122,7 @@ def load_gsn(source: str | os.PathLike[str] | None = None, *, cache: bool = True
     name = S.resolve_source(source)
     options = {"timeout": timeout, "retries": retries, "backoff": backoff, "deadline": deadline,
                "progress": progress}
-    kind, path = _locate(name, options)
+    kind, path = locate(name, options)
     src: S.Source | None = None
     if kind == "zip":
         raw_zip = V.read_bytes(path)
