@@ -498,3 +498,23 @@ def test_real_data_cached_load_is_fast(real_data: Path) -> None:
     start = time.perf_counter()
     d = D.load_gsn(str(real_data), progress=False)
     assert time.perf_counter() - start < 1.0 and len(d) == 10_000
+
+
+def test_a_full_disk_only_costs_the_cache(gsn_zip: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    # The decoded-array cache and the audit cache are optional: no room for them is a warning, not a failure.
+    import errno
+
+    from shapecount import fileio
+    from shapecount.exact import audit
+
+    def full(path, *_a, **_k):
+        raise fileio.DiskFullError(path, OSError(errno.ENOSPC, "No space left on device"))
+
+    monkeypatch.setattr("shapecount.data.cache._save_cache", full)
+    d = D.load_gsn(str(gsn_zip), progress=False)
+    assert len(d) == 40 and any("could not write the cache" in w for w in d.warnings)
+    monkeypatch.setattr(fileio, "write_json", full)
+    a = audit.run_audit(d.images[:2].numpy(), d.classes[:2].numpy(), d.names[:2], cache=tmp_path, progress=False,
+                        node_limit=200)
+    assert len(a.rows) == 2 and not list(tmp_path.glob("audit-*"))

@@ -22,7 +22,7 @@ from shapecount.data import validation as V
 from shapecount.data.dataset import GSNData
 from shapecount.data.downloader import DOWNLOAD_DEADLINE, download
 from shapecount.errors import DataError
-from shapecount.fileio import atomic_write
+from shapecount.fileio import DiskFullError, atomic_write
 
 CACHE_VERSION = 1
 
@@ -145,6 +145,6 @@ def load_gsn(source: str | os.PathLike[str] | None = None, *, cache: bool = True
     if cache:
         try:
             _save_cache(cache_path, data, key)
-        except OSError as e:  # a read-only cache dir must not stop the run
+        except (OSError, DiskFullError) as e:  # a read-only or full cache dir must not stop the run
             data.warnings.append(f"could not write the cache {cache_path} ({V.one_line(e)})")
     return data

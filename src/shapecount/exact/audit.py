@@ -194,8 +194,8 @@ def run_audit(images: np.ndarray, classes: np.ndarray, names: list[str], split: 
     if cache_file is not None:
         try:
             fileio.write_json(cache_file, {"version": AUDIT_VERSION, "seconds": seconds, "jobs": jobs, "rows": rows})
-        except OSError:
-            pass  # no cache is not an error: the audit is still returned
+        except (OSError, fileio.DiskFullError):
+            pass  # no cache (read-only or full) is not an error: the audit is still returned
     return Audit(rows, dict(summarize(rows, seconds, jobs, node_limit, split), cached=False))
 
 
