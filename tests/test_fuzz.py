@@ -564,6 +564,14 @@ def _negative_offsets_zip() -> bytes:
     return bytes(raw)
 
 
+def _future_version_zip() -> bytes:
+    """The dataset zip whose first central-directory entry asks for zip version 8.0 to extract: zipfile's
+    constructor raises NotImplementedError."""
+    raw = bytearray(_zip_of(sorted(base_files().items())))
+    raw[raw.index(b"PK\x01\x02") + 6] = 80
+    return bytes(raw)
+
+
 def _corrupt_first_member(method: int) -> bytes:
     """The dataset zipped with `method`, one byte of the first member's (img_00000.png) compressed data
     flipped."""
@@ -580,6 +588,7 @@ def _corrupt_first_member(method: int) -> bytes:
 @example(raw=_corrupt_first_member(zipfile.ZIP_LZMA))  # found by this test: LZMAError escaped
 @example(raw=_corrupt_first_member(zipfile.ZIP_BZIP2))
 @example(raw=_negative_offsets_zip())  # found by this test: "ValueError: negative seek value" escaped
+@example(raw=_future_version_zip())  # found by this test: NotImplementedError escaped
 @example(raw=MULTIDISK_ZIP)  # found while fixing the above: is_zipfile raised BadZipFile
 @example(raw=b"")
 def test_fuzz_zip_archives(raw: bytes) -> None:

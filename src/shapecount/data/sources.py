@@ -142,7 +142,8 @@ def _find_labels_member(zf: zipfile.ZipFile, where: str) -> str:
 def zip_source(raw_zip: bytes, where: str, display: str) -> Source:
     try:
         zf = zipfile.ZipFile(io.BytesIO(raw_zip))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as e:
+    # NotImplementedError: a member needs a newer zip version than zipfile reads.
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, NotImplementedError) as e:
         raise DataError(where, f"is not a valid zip file: {V.one_line(e)}", FIX_SOURCE) from None
     for info in zf.infolist():
         _check_member(info, where)
