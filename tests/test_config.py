@@ -107,3 +107,10 @@ def test_options_that_shape_synthetic_images_need_synthetic_images():
         with pytest.raises(ConfigError, match=f"{key} needs synthetic images"):
             make_config("multitask", "fast", {key: value})
         assert getattr(make_config("multitask", "best", {key: value}), key) == value
+
+
+@pytest.mark.parametrize("key, value", [("minutes", "inf"), ("lr", "nan"), ("synth_hidden", "nan"),
+                                        ("lambda_cnt", "inf")])
+def test_float_keys_must_be_finite(key, value):
+    with pytest.raises(ConfigError, match=f"{key} must be a finite number"):
+        make_config("multitask", "best", parse_set([f"{key}={value}"]))

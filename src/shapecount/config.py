@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass, fields
 from typing import Any
@@ -193,6 +194,9 @@ def validate(cfg: Config) -> None:
         if not ok:
             raise ConfigError(msg)
 
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        need(not isinstance(value, float) or math.isfinite(value), f"{f.name} must be a finite number, got {value}")
     need(cfg.experiment in EXPERIMENTS, f"experiment must be one of {', '.join(EXPERIMENTS)}, got {cfg.experiment!r}")
     need(cfg.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
     need(cfg.monitor in MONITORS, f"monitor must be one of {', '.join(MONITORS)}, got {cfg.monitor!r}")
