@@ -32,6 +32,17 @@ def test_mean_std_over_seeds_and_config_differences(tmp_path, capsys):
     assert "0.600 ± 0.100" in out and "synth_per_epoch=18000" in out and "(reference)" in out
 
 
+def test_a_damaged_run_is_left_out_with_a_warning(tmp_path, capsys):
+    for seed in (1, 2):
+        _run(tmp_path / "a" / f"s{seed}", seed, 0.5 + seed / 10, 0.5)
+    (tmp_path / "a" / "s2" / "metrics.json").write_text('{"top1_accuracy": 0.7')  # cut short
+    assert main(["ablation", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "ablation.json").read_text())
+    assert rows[0]["n"] == 1 and rows[0]["seeds"] == [1] and rows[0]["top1_accuracy"][0] == pytest.approx(0.6)
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and "s2/metrics.json: cannot be read as JSON" in err and "left out" in err
+
+
 def test_bad_root_one_line(tmp_path, capsys):
     assert main(["ablation", str(tmp_path / "nope")]) == 2
     assert main(["ablation", str(tmp_path)]) == 2

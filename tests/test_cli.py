@@ -75,6 +75,18 @@ def test_refuses_to_overwrite_a_run(trained, tiny, capsys):
     assert rc == 2 and "already holds a run" in err and "--force" in err and err.count("\n") == 1
 
 
+def test_resume_of_a_finished_run_with_damaged_metrics_is_one_line(trained, tiny, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "mt"
+    shutil.copytree(trained, run)
+    (run / "metrics.json").write_text('{"epochs": 2')
+    rc = main(["train", "--data", str(tiny), "--experiment", "multitask", "--recipe", "protocol", "--epochs", "2",
+               "--out", str(run), "--no-progress", "--set", "batch_size=16", "--resume"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"error: {run / 'metrics.json'}: cannot be read as JSON") and err.count("\n") == 1
+
+
 def test_evaluate_rebuilds_the_same_metrics(trained, tiny, tmp_path):
     out = tmp_path / "ev"
     assert main(["evaluate", "--checkpoint", str(trained / "checkpoint.pt"), "--data", str(tiny),

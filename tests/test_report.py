@@ -221,6 +221,14 @@ def test_no_runs_json_defaults_and_unfinished_run(tmp_path: Path) -> None:
     assert list(_results_csv(tmp_path)) == ["regression"]
 
 
+def test_a_damaged_run_file_leaves_the_run_out_with_a_note(tmp_path: Path) -> None:
+    make_reproduce(tmp_path, runs=("regression", "multitask"))
+    (tmp_path / "multitask" / "config.json").write_text("[]")
+    md = report.write_report(tmp_path, make_plots=False)[0].read_text()
+    assert "Run 'multitask': " in md and "config.json: holds a JSON list, not an object" in md
+    assert list(_results_csv(tmp_path)) == ["regression"]
+
+
 def test_empty_folder_still_writes_report(tmp_path: Path) -> None:
     md_path, html_path = report.write_report(tmp_path, make_plots=False)
     md = md_path.read_text()

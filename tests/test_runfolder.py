@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from shapecount import fileio, labels, runfolder
@@ -50,6 +51,16 @@ def test_history_and_metrics_round_trip(tmp_path: Path) -> None:
     runfolder.write_metrics(tmp_path, {"rmse": math.nan, "per_type": [1.0, math.inf], "threads": 2})
     assert runfolder.load_json(tmp_path / "metrics.json") == {"rmse": None, "per_type": [1.0, None], "threads": 2}
     assert runfolder.load_json(tmp_path / "missing.json") is None
+
+
+@pytest.mark.parametrize("raw, says", [(b'{"top1_accuracy": 0.8', "cannot be read as JSON"),
+                                       (b"[1, 2]", "holds a JSON list, not an object"),
+                                       (b'{"top1_accuracy": 0.8\xff}', "cannot be read as JSON")])
+def test_a_damaged_json_file_is_a_one_line_error_naming_it(tmp_path: Path, raw: bytes, says: str) -> None:
+    (tmp_path / "metrics.json").write_bytes(raw)
+    with pytest.raises(runfolder.RunFileError) as e:
+        runfolder.load_json(tmp_path / "metrics.json")
+    assert str(e.value).startswith(f"{tmp_path / 'metrics.json'}: {says}") and "\n" not in str(e.value)
 
 
 def test_class_of_a_run_without_class_head_is_decoded_from_counts(tmp_path: Path) -> None:

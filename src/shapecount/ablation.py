@@ -10,8 +10,8 @@ visible their least visible shape is (`exact.overlap`). The first setting in sor
 
 from __future__ import annotations
 
-import json
 import statistics
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -111,13 +111,17 @@ def _with_defaults(cfg: dict) -> dict:
 
 
 def _load(run: Path, groups: AuditView | None = None) -> tuple[dict, dict] | None:
-    m, c = run / "metrics.json", run / "config.json"
-    if not (m.is_file() and c.is_file()):
+    try:
+        metrics = runfolder.load_json(run / runfolder.METRICS_FILE)
+        raw_cfg = runfolder.load_json(run / runfolder.CONFIG_FILE)
+    except runfolder.RunFileError as e:
+        print(f"warning: {e}: left out", file=sys.stderr)
         return None
-    metrics = json.loads(m.read_text())
+    if metrics is None or raw_cfg is None:
+        return None
     for k, v in (metrics.get("single_view") or {}).items():
         metrics[f"sv_{k}"] = v
-    cfg = _with_defaults(json.loads(c.read_text()))
+    cfg = _with_defaults(raw_cfg)
     class_head = runfolder.head_flags(cfg, metrics)[0]
     metrics.update(error_structure(run / "predictions.csv", class_head))
     if groups is not None:
@@ -156,9 +160,9 @@ def summarize(root: Path, baseline: str | None = None, groups: AuditView | None 
             continue
         cfg = runs[0][1]
         ref_cfg = ref_cfg or cfg
-        row = {"setting": s.name, "n": len(runs), "seeds": [r[1]["seed"] for r in runs],
+        row = {"setting": s.name, "n": len(runs), "seeds": [r[1].get("seed") for r in runs],
                "changes": {k: v for k, v in cfg.items() if k not in IGNORED and ref_cfg.get(k) != v},
-               "epochs": statistics.fmean(r[0]["epochs"] for r in runs),
+               "epochs": statistics.fmean(r[0].get("epochs") or 0 for r in runs),
                "minutes": statistics.fmean(r[0].get("runtime_s", 0.0) for r in runs) / 60}
         keys = [k for _, k in COLUMNS + ERROR_COLUMNS] + list(AUDIT_KEYS if groups else ())
         for key in keys:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import json
 import math
 import platform
 import sys
@@ -150,8 +149,9 @@ def _run_locked(cfg: Config, data: GSNData, train: GSNData, val: GSNData, select
                 progress: bool, force: bool, resume: bool, world: distributed.World) -> dict:
     out = prepare_out_dir(out, force, resume)
     if resume and (out / "metrics.json").is_file() and not (out / RESUME_FILE).exists():
+        metrics = runfolder.load_json(out / runfolder.METRICS_FILE) or {}
         log(f"[{cfg.experiment}] already complete in {out}: kept")
-        return json.loads((out / "metrics.json").read_text())
+        return metrics
     saved = load_resume_state(out, cfg, data.sha256) if resume else None
     if saved and not cfg.threads and saved["config"].get("threads"):  # the same threads, the same sums
         cfg = dataclasses.replace(cfg, threads=int(saved["config"]["threads"]))
@@ -296,7 +296,7 @@ def started_at_once(out: Path, cfgs: dict[str, Config]) -> bool | None:
     for name, cfg in cfgs.items():
         try:
             saved = runfolder.load_json(Path(out) / name / "config.json")
-        except (OSError, ValueError):  # a damaged file tells nothing; training rewrites it
+        except runfolder.RunFileError:  # a damaged file tells nothing; training rewrites it
             continue
         minutes = saved.get("minutes") if isinstance(saved, dict) else None
         if not cfg.minutes or not isinstance(minutes, int | float):

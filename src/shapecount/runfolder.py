@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from shapecount import fileio, labels
+from shapecount.errors import UserError
 
 if TYPE_CHECKING:
     from shapecount.data import GSNData
@@ -33,10 +34,13 @@ PRED_COLUMNS = (["name", *labels.TYPES, "true_class", "pred_class", *PRED_TYPE_C
 # A reproduce folder's list of its runs: {"runs": [{"name", "dir", "label"}, ...], "command", "recipe", "machine",
 # "date", "wall_s", "resumed", "at_once"} (experiments.reproduce writes it, the report reads it).
 RUNS_FILE = "runs.json"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
 # Files whose presence means a folder already holds a run.
-RUN_MARKERS = ("metrics.json", "history.csv", "checkpoint.pt")
+RUN_MARKERS = (METRICS_FILE, "history.csv", "checkpoint.pt")
 _INT_COLS = {"true_class", "pred_class", "pred_class_from_counts", *labels.TYPES}
 _STR_COLS = {"name"}
+_FIX_RUN_FILE = "rerun the command that wrote the run (with --force), or move the folder away"
 
 
 # ---------------------------------------------------------------- writers
@@ -132,12 +136,23 @@ def load_predictions(run_dir: Path) -> dict[str, np.ndarray]:
     return out
 
 
+class RunFileError(UserError):
+    """A run-folder file that exists but is not what its writer writes (cut short, edited by hand)."""
+
+
 def load_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object file of a run folder (config.json, metrics.json), or None when it does not exist. A file
+    that is not a JSON object raises RunFileError, one line naming it."""
     path = Path(path)
     if not path.is_file():
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError and UnicodeDecodeError
+        raise RunFileError(path, f"cannot be read as JSON ({' '.join(str(e).split())})", _FIX_RUN_FILE) from None
+    if not isinstance(obj, dict):
+        raise RunFileError(path, f"holds a JSON {type(obj).__name__}, not an object", _FIX_RUN_FILE)
+    return obj
 
 
 def head_flags(config: Mapping[str, Any] | None, metrics: Mapping[str, Any] | None = None) -> tuple[bool, bool]:

@@ -107,11 +107,16 @@ def discover_runs(out: Path) -> tuple[list[Run], dict[str, Any] | None, list[str
             notes.append(f"Run '{name}' ({'listed in runs.json, ' if listed else ''}folder `{d}/`) is missing: "
                          "left out.")
             continue
-        metrics = runfolder.load_json(run_dir / "metrics.json")
+        try:
+            metrics = runfolder.load_json(run_dir / runfolder.METRICS_FILE)
+            config = runfolder.load_json(run_dir / runfolder.CONFIG_FILE)
+        except runfolder.RunFileError as e:
+            notes.append(f"Run '{name}': {e}: left out.")
+            continue
         if metrics is None:
             notes.append(f"Run '{name}' has no metrics.json (unfinished?): left out.")
             continue
-        run = Run(name, run_dir, label, runfolder.load_json(run_dir / "config.json"), metrics)
+        run = Run(name, run_dir, label, config, metrics)
         if run.config is None:
             notes.append(f"Run '{name}' has no config.json: its setup is inferred from metrics.json.")
         hist = runfolder.load_history(run_dir) if (run_dir / "history.csv").is_file() else {}
