@@ -87,6 +87,16 @@ def test_resume_of_a_finished_run_with_damaged_metrics_is_one_line(trained, tiny
     assert rc == 2 and err.startswith(f"error: {run / 'metrics.json'}: cannot be read as JSON") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("command", [["synth", "-n", "3"], ["eda"]])
+def test_a_file_in_the_way_of_out_is_one_line(command, tiny, tmp_path, capsys):
+    (tmp_path / "taken").write_text("mine")
+    for out in (tmp_path / "taken", tmp_path / "taken" / "sub"):
+        assert main([*command, "--out", str(out), "--data", str(tiny), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {out}: a file is in the way") and err.count("\n") == 1
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
 def test_evaluate_rebuilds_the_same_metrics(trained, tiny, tmp_path):
     out = tmp_path / "ev"
     assert main(["evaluate", "--checkpoint", str(trained / "checkpoint.pt"), "--data", str(tiny),

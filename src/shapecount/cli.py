@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shlex
@@ -317,6 +318,14 @@ def _run(handler, args) -> int:
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # after BrokenPipeError: a path that cannot be made or written (a file in the way, rights)
+        where = e.filename if e.filename is not None else args.command
+        if e.errno in (errno.EEXIST, errno.ENOTDIR):
+            print(f"error: {where}: a file is in the way of a folder to create (choose another --out, or move "
+                  "the file away)", file=sys.stderr)
+        else:
+            print(f"error: {where}: {e.strerror or e} (check the path and its permissions)", file=sys.stderr)
+        return EXIT_USAGE
     except RuntimeError as e:
         # A CUDA failure (out of memory, a lost device) is the machine's, not a bug here: its first line says
         # what happened, and torch's further lines are debugging advice.
