@@ -121,3 +121,15 @@ def test_a_failing_run_stops_the_others_with_its_one_line_error(tiny, tmp_path):
     with pytest.raises(UserError, match="exists and is not a folder"):
         train_at_once({"classification": (cfgs["classification"], tmp_path / "ok"),
                        "multitask": (cfgs["multitask"], tmp_path / "taken")}, data)
+
+
+def test_a_run_that_dies_without_answering_is_a_one_line_training_error(tiny, tmp_path, monkeypatch):
+    from helpers.lost_run import die_without_answering
+    from shapecount import runs_at_once
+
+    monkeypatch.setattr(runs_at_once, "_child", die_without_answering)
+    cfgs = configs(epochs=1)
+    with pytest.raises(TrainingError, match=r"the (classification|regression|multitask) run ended without a "
+                                            r"result \(exit code 9.*--resume") as e:
+        train_at_once({n: (c, tmp_path / n) for n, c in cfgs.items()}, D.load_gsn(str(tiny), progress=False))
+    assert "\n" not in str(e.value)

@@ -80,10 +80,14 @@ def train_at_once(runs: dict[str, tuple[Config, Path]], data: GSNData, resume: b
     try:
         for name, (cfg, out) in runs.items():
             parent, child = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=_child, args=(child, cfg, data, Path(out), resume), name=f"shapecount-{name}")
-            p.start()
-            child.close()  # the parent keeps only its end: EOF tells it the run is gone
-            procs[name], conns[name] = p, parent
+            conns[name] = parent
+            try:
+                p = ctx.Process(target=_child, args=(child, cfg, data, Path(out), resume),
+                                name=f"shapecount-{name}")
+                p.start()
+                procs[name] = p
+            finally:
+                child.close()  # the parent keeps only its end: EOF tells it the run is gone
         results: dict[str, dict] = {}
         waiting = {conn: name for name, conn in conns.items()}
         while waiting:
@@ -93,9 +97,9 @@ def train_at_once(runs: dict[str, tuple[Config, Path]], data: GSNData, resume: b
                     reply = conn.recv()
                 except EOFError:  # killed before it could answer (out of memory, SIGKILL)
                     procs[name].join()
-                    raise RuntimeError(f"the {name} run ended without a result (exit code "
-                                       f"{procs[name].exitcode}); run the same command with --resume to continue "
-                                       "from its last complete epoch") from None
+                    raise TrainingError(f"the {name} run ended without a result (exit code "
+                                        f"{procs[name].exitcode}, e.g. killed for lack of memory); run the same "
+                                        "command with --resume to continue from its last complete epoch") from None
                 if reply[0] != "ok":
                     _raise(name, reply)
                 results[name] = reply[1]
@@ -104,6 +108,8 @@ def train_at_once(runs: dict[str, tuple[Config, Path]], data: GSNData, resume: b
         return {name: results[name] for name in runs}  # in the order asked
     finally:
         _stop(procs.values())
+        for conn in conns.values():
+            conn.close()
 
 
 def _stop(procs) -> None:
