@@ -97,6 +97,23 @@ def test_a_file_in_the_way_of_out_is_one_line(command, tiny, tmp_path, capsys):
     assert (tmp_path / "taken").read_text() == "mine"
 
 
+def test_force_clears_the_old_run_before_training_again(trained, tiny, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from helpers.interrupt import interrupt_at_epoch
+
+    run = tmp_path / "mt"
+    shutil.copytree(trained, run)
+    (run / "notes.txt").write_text("mine")
+    interrupt_at_epoch(monkeypatch, 1)  # the new run stops before its first epoch ends
+    rc = main(["train", "--data", str(tiny), "--experiment", "multitask", "--recipe", "protocol", "--epochs", "2",
+               "--out", str(run), "--no-progress", "--set", "batch_size=16", "--force"])
+    assert rc == 130 and "interrupted" in capsys.readouterr().err
+    left = {p.relative_to(run).as_posix() for p in run.rglob("*")}
+    assert not left & {"metrics.json", "predictions.csv", "checkpoint.pt", "plots", "plots/loss.png"}, left
+    assert (run / "notes.txt").read_text() == "mine"
+
+
 def test_evaluate_rebuilds_the_same_metrics(trained, tiny, tmp_path):
     out = tmp_path / "ev"
     assert main(["evaluate", "--checkpoint", str(trained / "checkpoint.pt"), "--data", str(tiny),

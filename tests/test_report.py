@@ -380,3 +380,15 @@ def test_setups_show_the_time_budget_and_the_convolutions_lr(tmp_path: Path) -> 
     assert "| 0.002 |" in rows[RUNS["classification"]] and "| none |" in rows[RUNS["classification"]]
     assert "| convolutions 32,64,64,64 (not the fixed one) |" in rows[RUNS["multitask"]]
     assert "| fixed |" in rows[RUNS["classification"]]  # also for configs written before conv_widths existed
+
+
+def test_clear_outputs_removes_the_report_and_its_inputs_but_not_the_runs(tmp_path: Path) -> None:
+    make_reproduce(tmp_path, runs=("regression", "multitask"))
+    report.write_report(tmp_path, make_plots=False)
+    (tmp_path / "audit").mkdir()
+    (tmp_path / "audit" / "summary.json").write_text("{}")
+    (tmp_path / report.ABLATION_FILE).write_text("| old |")
+    report.clear_outputs(tmp_path)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert not set(left) & {"report.md", "report.html", "comparison", "audit", report.ABLATION_FILE}, left
+    assert (tmp_path / "multitask" / "metrics.json").is_file() and (tmp_path / "runs.json").is_file()

@@ -117,7 +117,7 @@ def _load(run: Path, groups: AuditView | None = None) -> tuple[dict, dict] | Non
     except runfolder.RunFileError as e:
         print(f"warning: {e}: left out", file=sys.stderr)
         return None
-    if metrics is None or raw_cfg is None:
+    if metrics is None or raw_cfg is None or not runfolder.finished(run):
         return None
     for k, v in (metrics.get("single_view") or {}).items():
         metrics[f"sv_{k}"] = v

@@ -11,11 +11,10 @@ from shapecount import fileio
 from shapecount.config import Config, config_from_dict
 from shapecount.errors import UserError
 from shapecount.model import build_model
-from shapecount.runfolder import json_safe
+from shapecount.runfolder import RESUME_FILE, json_safe
 
 CHECKPOINT_FORMAT = "shapecount-checkpoint-v1"
 RESUME_FORMAT = "shapecount-resume-v1"
-RESUME_FILE = "last.pt"
 # Fields that may differ between an interrupted run and its resumption: they do not change what is computed. The
 # thread count changes the order of parallel sums, so the last bits of the results (and, compounded over
 # training, more): a resume without --threads therefore keeps the count the run was started with.

@@ -127,7 +127,7 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
 def _run_worker(cfg: Config, data: GSNData, train: GSNData, select: GSNData, out: Path, resume: bool,
                 world: distributed.World) -> dict:
     """A rank other than 0 under torchrun: the same training on its share of every batch; writes nothing."""
-    if resume and (out / "metrics.json").is_file() and not (out / RESUME_FILE).exists():
+    if resume and runfolder.finished(out):
         return {}  # already complete: rank 0 keeps it too
     distributed.barrier(world)  # rank 0 has checked and prepared the folder (and its resume state)
     saved = load_resume_state(out, cfg, data.sha256) if resume else None
@@ -148,15 +148,15 @@ def _trained_heads(cfg: Config, class_figures: list[str], count_figures: list[st
 def _run_locked(cfg: Config, data: GSNData, train: GSNData, val: GSNData, select: GSNData, out: Path, log: Log,
                 progress: bool, force: bool, resume: bool, world: distributed.World) -> dict:
     out = prepare_out_dir(out, force, resume)
-    if resume and (out / "metrics.json").is_file() and not (out / RESUME_FILE).exists():
+    if resume and runfolder.finished(out):
         metrics = runfolder.load_json(out / runfolder.METRICS_FILE) or {}
         log(f"[{cfg.experiment}] already complete in {out}: kept")
         return metrics
     saved = load_resume_state(out, cfg, data.sha256) if resume else None
     if saved and not cfg.threads and saved["config"].get("threads"):  # the same threads, the same sums
         cfg = dataclasses.replace(cfg, threads=int(saved["config"]["threads"]))
-    if force and not resume:
-        (out / RESUME_FILE).unlink(missing_ok=True)
+    if force and not resume and world.main:
+        runfolder.clear_run(out)
     distributed.barrier(world)  # the other ranks may read the folder now
     t0 = time.perf_counter() - (saved["elapsed_s"] if saved else 0.0)
     cpu = runtime.configure_cpu(cfg.threads)
@@ -352,6 +352,8 @@ def _reproduce_locked(data: GSNData, out: Path, recipe: str, overrides: dict | N
         raise UserError(out, "already holds a reproduce run",
                         "choose another --out, pass --resume to continue it, or --force to start over")
     out.mkdir(parents=True, exist_ok=True)
+    if force and not resume:
+        report.clear_outputs(out)
     t0 = time.perf_counter()
     cfgs = {e: make_config(e, recipe, overrides) for e in experiments}  # validate all before any work
     if resume:

@@ -25,6 +25,7 @@ from shapecount import fileio, labels
 from shapecount.config import widened_name
 from shapecount.metrics import confusion
 from shapecount.runfolder import (
+    PLOTS_DIR,
     PRED_TYPE_COLS,
     effective_pred_class,
     eval_set_name,
@@ -36,7 +37,6 @@ from shapecount.runfolder import (
     true_counts,
 )
 
-PLOTS_DIR = "plots"
 PLOT_FILES = ("loss.png", "top1.png", "rmse.png", "confusion_135.png", "confusion_pairs.png",
               "count_confusion.png")
 WORST_ERRORS = "worst_errors.png"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,8 +37,13 @@ PRED_COLUMNS = (["name", *labels.TYPES, "true_class", "pred_class", *PRED_TYPE_C
 RUNS_FILE = "runs.json"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
+# The resume state of a run that has not finished (checkpoint.py writes and reads it; a finished run removes it).
+RESUME_FILE = "last.pt"
+PLOTS_DIR = "plots"
 # Files whose presence means a folder already holds a run.
 RUN_MARKERS = (METRICS_FILE, "history.csv", "checkpoint.pt")
+# Every file a run writes at the top of its folder (plots/ besides).
+RUN_FILES = (CONFIG_FILE, "history.csv", METRICS_FILE, "predictions.csv", "model.txt", "checkpoint.pt", RESUME_FILE)
 _INT_COLS = {"true_class", "pred_class", "pred_class_from_counts", *labels.TYPES}
 _STR_COLS = {"name"}
 _FIX_RUN_FILE = "rerun the command that wrote the run (with --force), or move the folder away"
@@ -134,6 +140,20 @@ def load_predictions(run_dir: Path) -> dict[str, np.ndarray]:
         else:
             out[k] = np.array([_to_float(v) for v in vals], dtype=float)
     return out
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove what a run wrote into `run_dir` (RUN_FILES and plots/), so that a run started again from scratch
+    never mixes with the old one's files; anything else in the folder stays."""
+    run_dir = Path(run_dir)
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / PLOTS_DIR, ignore_errors=True)
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether a run folder holds a finished run: its metrics and no resume state."""
+    return (Path(run_dir) / METRICS_FILE).is_file() and not (Path(run_dir) / RESUME_FILE).exists()
 
 
 class RunFileError(UserError):

@@ -21,12 +21,31 @@ format), `figures` (comparison figures), `sections` (the report's text, with tem
 """
 
 from shapecount.report.analysis import error_analysis, macro_f1, result_row
-from shapecount.report.build import build_markdown, compare, write_report
+from shapecount.report.build import build_markdown, clear_outputs, compare, write_report
 from shapecount.report.html_page import markdown_to_html
 from shapecount.report.runs import COMPARISON_DIR, DEFAULT_RUNS, EDA_DIR, Run, discover_runs
 from shapecount.report.sections import ABLATION_FILE, ABLATION_SECTION, SECTIONS
 from shapecount.report.tables import NOT_TRAINED_CLS, NOT_TRAINED_CNT, RESULT_FIELDS, fmt
 
-__all__ = ["ABLATION_FILE", "ABLATION_SECTION", "COMPARISON_DIR", "DEFAULT_RUNS", "EDA_DIR", "NOT_TRAINED_CLS",
-           "NOT_TRAINED_CNT", "RESULT_FIELDS", "SECTIONS", "Run", "build_markdown", "compare", "discover_runs",
-           "error_analysis", "fmt", "macro_f1", "markdown_to_html", "result_row", "write_report"]
+__all__ = [
+           "ABLATION_FILE",
+           "ABLATION_SECTION",
+           "COMPARISON_DIR",
+           "DEFAULT_RUNS",
+           "EDA_DIR",
+           "NOT_TRAINED_CLS",
+           "NOT_TRAINED_CNT",
+           "RESULT_FIELDS",
+           "SECTIONS",
+           "Run",
+           "build_markdown",
+           "clear_outputs",
+           "compare",
+           "discover_runs",
+           "error_analysis",
+           "fmt",
+           "macro_f1",
+           "markdown_to_html",
+           "result_row",
+           "write_report",
+]

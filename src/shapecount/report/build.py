@@ -1,18 +1,23 @@
-"""`compare` (OUT/comparison/) and `write_report` (OUT/report.md and the self-contained OUT/report.html)."""
+"""`compare` (OUT/comparison/), `write_report` (OUT/report.md and the self-contained OUT/report.html) and
+`clear_outputs` (both removed, for a study started again)."""
 
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 from shapecount import fileio, plots, runfolder
 from shapecount.report.analysis import per_pair_row, result_row
+from shapecount.report.ceiling import AUDIT_DIR
 from shapecount.report.figures import plot_curves, plot_pair_confusions, plot_time_to_accuracy
 from shapecount.report.html_page import markdown_to_html
 from shapecount.report.runs import COMPARISON_DIR, Run, discover_runs
-from shapecount.report.sections import SECTIONS, ablation, sections
+from shapecount.report.sections import ABLATION_FILE, SECTIONS, ablation, sections
 from shapecount.report.tables import per_pair_md, results_csv, results_table_md
+
+REPORT_MD, REPORT_HTML = "report.md", "report.html"
 
 
 def compare(reproduce_dir: Path) -> dict[str, Any]:
@@ -51,6 +56,17 @@ def build_markdown(out: Path, runs: list[Run], meta: dict | None, notes: list[st
     return re.sub(r"\n{3,}", "\n\n", text).rstrip() + "\n"
 
 
+def clear_outputs(reproduce_dir: Path) -> None:
+    """Remove what the report and its inputs wrote into a reproduce folder (comparison/, audit/, the report, an
+    ablation table), so that a study started again from scratch never shows the old one's figures (an audit
+    comes back from the data cache in seconds); the run folders are cleared by their own runs."""
+    out = Path(reproduce_dir)
+    for name in (REPORT_MD, REPORT_HTML, ABLATION_FILE):
+        (out / name).unlink(missing_ok=True)
+    for folder in (COMPARISON_DIR, AUDIT_DIR):
+        shutil.rmtree(out / folder, ignore_errors=True)
+
+
 def write_report(reproduce_dir: Path, make_plots: bool = True) -> tuple[Path, Path]:
     """Write OUT/comparison/ (via compare), OUT/report.md and the self-contained OUT/report.html.
 
@@ -63,6 +79,6 @@ def write_report(reproduce_dir: Path, make_plots: bool = True) -> tuple[Path, Pa
                 plots.make_run_plots(r.dir)
     res = _compare(out, runs, meta, notes)
     md = build_markdown(out, runs, meta, notes, res["rows"])
-    md_path = fileio.write_text(out / "report.md", md)
-    html_path = fileio.write_text(out / "report.html", markdown_to_html(md, out, title="shapecount report"))
+    md_path = fileio.write_text(out / REPORT_MD, md)
+    html_path = fileio.write_text(out / REPORT_HTML, markdown_to_html(md, out, title="shapecount report"))
     return md_path, html_path
