@@ -87,3 +87,13 @@ def test_other_commands_refuse_torchrun(monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["labels"]) == 2
     assert "only `train` runs data parallel under torchrun" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["two", "-1", "0", "1.5"])
+def test_a_world_size_that_is_not_a_process_count_is_one_line(value, monkeypatch, capsys):
+    from shapecount.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", value)
+    assert main(["labels"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: WORLD_SIZE: is {value!r}, not a number of processes") and err.count("\n") == 1

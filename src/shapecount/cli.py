@@ -295,9 +295,15 @@ def main(argv: list[str] | None = None) -> int:
         runtime.keep_denormals()  # a caller that runs main() in its own process gets IEEE floats back
 
 
+def _launched() -> bool:
+    from shapecount import distributed  # imports torch: only when WORLD_SIZE is set
+
+    return distributed.launched()
+
+
 def _run(handler, args) -> int:
     try:
-        if args.command != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if args.command != "train" and os.environ.get("WORLD_SIZE", "1") != "1" and _launched():
             raise UserError(args.command, "runs in one process; only `train` runs data parallel under torchrun",
                             f"run `shapecount {args.command}` without torchrun")
         return handler(args)

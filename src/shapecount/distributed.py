@@ -48,16 +48,26 @@ class World:
 SINGLE = World()
 
 
+def world_size() -> int:
+    """The number of processes the launcher (torchrun) says there are: WORLD_SIZE, 1 when unset; a value that is
+    not a positive whole number is a one-line error."""
+    raw = os.environ.get("WORLD_SIZE", "1").strip()
+    if not raw.isdigit() or int(raw) < 1:
+        raise UserError("WORLD_SIZE", f"is {raw!r}, not a number of processes",
+                        "unset it, or start the command with torchrun --nproc-per-node N")
+    return int(raw)
+
+
 def launched() -> bool:
     """True when started by torchrun (or another launcher setting WORLD_SIZE > 1)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return world_size() > 1
 
 
 def init(device: torch.device, batch_size: int) -> World:
     """Join the process group torchrun describes in the environment; SINGLE when not launched by it."""
     if not launched():
         return SINGLE
-    size = int(os.environ["WORLD_SIZE"])
+    size = world_size()
     if batch_size % size:
         raise UserError("batch_size", f"{batch_size} is not divisible by the {size} processes",
                         f"pass --set batch_size=N with N a multiple of {size} (the global batch is split "
