@@ -3,6 +3,7 @@ folder, SIGTERM, pathological images for the exact decoder, and NaN weights or o
 docs/reliability.md."""
 
 import errno
+import json
 import os
 import random
 import re
@@ -62,6 +63,21 @@ def no_temp_files(folder: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------------- 1. disk full
+
+def test_json_outputs_are_strict_json(tmp_path):
+    # NaN is not JSON: strict readers (JavaScript, jq) refuse it, so a non-finite figure is written as null.
+    import math
+
+    from shapecount import fileio
+
+    fileio.write_json(tmp_path / "a.json", {"rmse": math.nan, "per_type": [math.inf, 1.5], "n": 3})
+
+    def refuse(name):
+        raise ValueError(f"{name} in JSON")
+
+    assert json.loads((tmp_path / "a.json").read_text(), parse_constant=refuse) == {
+        "rmse": None, "per_type": [None, 1.5], "n": 3}
+
 
 def test_atomic_write_on_a_full_disk_keeps_the_previous_file(tmp_path, monkeypatch):
     target = fileio.write_text(tmp_path / "report.md", "old, complete\n")

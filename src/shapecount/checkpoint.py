@@ -11,7 +11,7 @@ from shapecount import fileio
 from shapecount.config import Config, config_from_dict
 from shapecount.errors import UserError
 from shapecount.model import build_model
-from shapecount.runfolder import RESUME_FILE, json_safe
+from shapecount.runfolder import RESUME_FILE
 
 CHECKPOINT_FORMAT = "shapecount-checkpoint-v1"
 RESUME_FORMAT = "shapecount-resume-v1"
@@ -37,7 +37,7 @@ def save_checkpoint(path: Path, model, optimizer, cfg: Config, epoch: int, metri
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
         "epoch": epoch,
         "config": cfg.to_dict(),
-        "metrics": json_safe(metrics),
+        "metrics": fileio.json_safe(metrics),
         "torch_version": str(torch.__version__),
     }
     fileio.save_torch(path, payload)

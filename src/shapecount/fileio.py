@@ -10,6 +10,7 @@ import csv
 import errno
 import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -81,8 +82,20 @@ def write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
+def json_safe(obj: Any) -> Any:
+    """`obj` with non-finite floats replaced by None (JSON has no NaN), in nested dicts and lists."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def write_json(path: Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
+    """Strict JSON that any reader parses: a NaN or infinity is written as null."""
+    return write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
 
 
 def write_csv(path: Path, header: list[str], rows: Iterable[Iterable[Any]]) -> Path:

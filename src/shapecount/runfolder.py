@@ -51,19 +51,8 @@ _FIX_RUN_FILE = "rerun the command that wrote the run (with --force), or move th
 
 # ---------------------------------------------------------------- writers
 
-def json_safe(obj: Any) -> Any:
-    """`obj` with non-finite floats replaced by None (JSON has no NaN), in nested dicts and lists."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
 def write_metrics(run_dir: Path, metrics: dict) -> Path:
-    return fileio.write_json(Path(run_dir) / "metrics.json", json_safe(metrics))
+    return fileio.write_json(Path(run_dir) / METRICS_FILE, metrics)
 
 
 HELD_OUT_PREFIX = "holdout_"
@@ -214,7 +203,7 @@ def effective_pred_class(preds: Mapping[str, np.ndarray], class_head: bool) -> n
 
 def write_runs_json(out: Path, info: dict[str, Any]) -> Path:
     """A reproduce folder's runs.json: its runs ({"name", "dir", "label"} each) and how they were made."""
-    return fileio.write_json(Path(out) / RUNS_FILE, json_safe(info))
+    return fileio.write_json(Path(out) / RUNS_FILE, info)
 
 
 def read_runs_json(out: Path, notes: list[str]) -> dict[str, Any] | None:
