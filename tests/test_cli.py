@@ -122,7 +122,23 @@ def test_evaluate_rebuilds_the_same_metrics(trained, tiny, tmp_path):
     b = json.loads((out / "metrics.json").read_text())
     for k in ("top1_accuracy", "macro_f1", "rmse", "mae", "count_decoded_accuracy"):
         assert a[k] == pytest.approx(b[k], abs=1e-6), k
+    for k in ("epochs", "epochs_planned", "best_epoch", "monitor", "selected_on", "precision"):
+        assert b[k] == a[k] is not None, k  # how the model was trained comes along
     assert (out / "plots" / "confusion_135.png").is_file()
+
+
+def test_evaluate_into_the_runs_own_folder_keeps_its_optimizer_state(trained, tiny, tmp_path):
+    import shutil
+
+    import torch
+
+    run = tmp_path / "mt"
+    shutil.copytree(trained, run)
+    before = torch.load(run / "checkpoint.pt", weights_only=True)["optimizer"]
+    assert main(["evaluate", "--checkpoint", str(run / "checkpoint.pt"), "--data", str(tiny), "--out", str(run),
+                 "--force"]) == 0
+    after = torch.load(run / "checkpoint.pt", weights_only=True)["optimizer"]
+    assert after["state"] and after["state"].keys() == before["state"].keys()
 
 
 def test_a_widened_network_trains_evaluates_and_says_it_is_not_the_fixed_one(tiny, tmp_path, capsys):

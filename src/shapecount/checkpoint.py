@@ -31,10 +31,11 @@ def nonfinite_tensors(state: dict) -> list[str]:
 
 
 def save_checkpoint(path: Path, model, optimizer, cfg: Config, epoch: int, metrics: dict) -> None:
+    """optimizer: the optimizer, its state dict (as a loaded checkpoint holds it), or None."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "model": model.state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else {},
+        "optimizer": (optimizer if isinstance(optimizer, dict) else optimizer.state_dict()) if optimizer else {},
         "epoch": epoch,
         "config": cfg.to_dict(),
         "metrics": fileio.json_safe(metrics),

@@ -235,18 +235,25 @@ def evaluate_checkpoint(checkpoint: Path, data: GSNData, out: Path, force: bool 
     device = engine.pick_device(device_name)
     cpu = runtime.configure_cpu()
     model, cfg, ckpt = load_checkpoint(checkpoint, device)
-    out = prepare_out_dir(out, force)
-    _, val = split(data)
-    val = limit(val, cfg.limit_val)
-    fileio.write_json(out / "config.json", cfg.to_dict())
-    fileio.write_text(out / "model.txt", describe(model))
-    old = ckpt.get("metrics", {})
-    extra = {k: old.get(k) for k in ("epochs", "best_epoch", "monitor", "n_train", "train_seconds", "runtime_s")}
-    extra.update(cpu)
-    history = Path(checkpoint).parent / "history.csv"
-    if history.is_file() and history.resolve() != (out / "history.csv").resolve():
-        fileio.write_text(out / "history.csv", history.read_text())
-    return write_run_outputs(out, model, cfg, val, device, extra, None, int(ckpt.get("epoch", 0)))
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(out, "exists and is not a folder", "choose another --out")
+    with runlock.locked(out, "evaluation"):
+        out = prepare_out_dir(out, force)
+        _, val = split(data)
+        val = limit(val, cfg.limit_val)
+        fileio.write_json(out / runfolder.CONFIG_FILE, cfg.to_dict())
+        fileio.write_text(out / "model.txt", describe(model))
+        # How the model was trained comes from its checkpoint; the machine's settings are this evaluation's.
+        old = ckpt.get("metrics", {})
+        extra = {k: old.get(k) for k in ("epochs", "epochs_planned", "best_epoch", "monitor", "n_train",
+                                         "selected_on", "precision", "runtime_s")}
+        extra.update(cpu)
+        history = Path(checkpoint).parent / "history.csv"
+        if history.is_file() and history.resolve() != (out / "history.csv").resolve():
+            fileio.write_text(out / "history.csv", history.read_text())
+        # The optimizer state goes along, so that evaluating a run into its own folder loses nothing.
+        return write_run_outputs(out, model, cfg, val, device, extra, ckpt.get("optimizer") or None,
+                                 int(ckpt.get("epoch", 0)))
 
 
 def _audit_val(data: GSNData, out: Path, n: int | None, log: Log, progress: bool) -> None:
