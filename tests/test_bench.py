@@ -102,3 +102,14 @@ def test_typical_pipeline_reads_every_kind_of_source(gsn_dir: Path, gsn_zip: Pat
                                 "https://example.org/data_gsn.zip")):
         folder = bench._extract(source, tmp_path / f"unpacked{i}")
         assert (folder / "labels.csv").is_file() and len(bench.GSNDataset(folder)) == 40
+
+
+def test_bench_batch_larger_than_the_data_is_one_line(gsn_dir: Path, capsys) -> None:
+    assert main(["bench", "--data", str(gsn_dir), "--batch-size", "41", "--steps", "1", "--skip-typical"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --batch-size: 41 is more than the 40 images") and err.count("\n") == 1
+
+
+def test_a_whole_dataset_batch_is_timed(gsn_dir: Path) -> None:
+    d = D.load_gsn(str(gsn_dir), progress=False)
+    assert bench.bench_ours(d, 2, len(d), False, False)["images_per_s"] > 0

@@ -32,6 +32,7 @@ from shapecount.data import GSNData, load_gsn, resolve_source
 from shapecount.data.cache import locate
 from shapecount.data.sources import find_labels_dir
 from shapecount.data.validation import LABELS_NAME, parse_labels, read_bytes, read_image
+from shapecount.errors import TrainingError, UserError
 from shapecount.losses import multitask_loss
 from shapecount.model import ShapeCountNet
 
@@ -167,7 +168,7 @@ def bench_ours(data, steps: int, batch: int, bf16: bool, compile_: bool) -> dict
         if step == 3:
             t_compile = time.perf_counter() - t_compile
         t0 = time.perf_counter()
-        b = idx[(step * batch) % (len(idx) - batch):][:batch]
+        b = idx[(step * batch) % (len(idx) - batch + 1):][:batch]  # always a whole batch
         x = evaluation.to_input(data.images[b], dev)
         c = data.counts[b].float()
         x, c = augment.augment_batch(x, c, spec, gen)
@@ -193,7 +194,7 @@ def bench_ours(data, steps: int, batch: int, bf16: bool, compile_: bool) -> dict
 
 def bench_eval(data, bf16: bool, batch: int) -> dict:
     model = ShapeCountNet()
-    val = data.images[-1000:]
+    val = data.images[:1000]  # any 1,000 images: only the time is measured
     evaluation.predict(model, val[:batch], torch.device("cpu"), batch, amp=bf16)  # warm-up
     best = float("inf")
     for _ in range(3):
@@ -240,7 +241,10 @@ def _throughput_child(source: str, steps: int, batch: int, bf16: bool, policy: d
             "r = bench.bench_ours(load_gsn(sys.argv[1], progress=False), int(sys.argv[2]), int(sys.argv[3]), "
             "sys.argv[4] == 'bf16', False); print(json.dumps(r['images_per_s']))")
     out = subprocess.run([sys.executable, "-c", code, source, str(steps), str(batch), "bf16" if bf16 else "fp32"],
-                         env=env, capture_output=True, text=True, check=True)
+                         env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or [f"exit code {out.returncode}"])[-1]
+        raise TrainingError(f"a throughput process of the contention benchmark failed: {last}")
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -271,6 +275,9 @@ def run(args) -> dict:
     t = time.perf_counter()
     data = load_gsn(source, progress=False)
     load_s = time.perf_counter() - t
+    if args.batch_size > len(data):
+        raise UserError("--batch-size", f"{args.batch_size} is more than the {len(data)} images of {source}",
+                        "pass a smaller --batch-size")
     flops = model_flops_per_image()
     res: dict = {"threads": torch.get_num_threads(), "torch": str(torch.__version__), "steps": args.steps,
                  "batch": args.batch_size, "dataset_load_s": load_s, "flops_per_image": flops,
