@@ -34,3 +34,23 @@ def test_accuracy_by_beta_and_choice():
     assert decoding.choose_beta([0.5, 0.7, 0.7, 0.6], (0, 1, 2, 3)) == 1  # ties go to the smaller beta
     with pytest.raises(ValueError):
         decoding.choose_beta([], ())
+
+
+def test_beta_is_chosen_on_the_images_the_run_selected_on(tmp_path, monkeypatch):
+    # limit_train cuts the training images first; the holdout is the end of what is left, as in training.
+    from conftest import write_gsn_dir
+    from shapecount import data as D
+    from shapecount import evaluation
+    from shapecount.cli import main
+
+    gsn = write_gsn_dir(tmp_path / "gsn", n=80)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(gsn), "--recipe", "quick", "--epochs", "1", "--out", str(run), "--no-progress",
+                 "--set", "limit_train=40", "--set", "holdout=10", "--set", "limit_val=5"]) == 0
+    data = D.load_gsn(str(gsn), progress=False)
+    seen = []
+    real = evaluation.predict
+    monkeypatch.setattr(evaluation, "predict", lambda m, images, *a, **k: seen.append(images) or real(m, images, *a, **k))
+    decoding.check_run(run, data)
+    assert [len(s) for s in seen] == [10, 5]
+    assert torch.equal(seen[0], data.images[30:40]) and torch.equal(seen[1], data.images[72:77])

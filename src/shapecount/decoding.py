@@ -41,7 +41,6 @@ def choose_beta(holdout_acc: list[float], betas: tuple[float, ...] = BETAS) -> f
 
 def check_run(run: Path, data, device: str = "cpu") -> dict:
     """Held-out and validation accuracy per beta for one run folder (TTA as the run was configured)."""
-    from shapecount import data as D
     from shapecount import evaluation, experiments, runtime
     from shapecount.checkpoint import load_checkpoint
     from shapecount.errors import UserError
@@ -50,8 +49,7 @@ def check_run(run: Path, data, device: str = "cpu") -> dict:
     if not cfg.holdout:
         raise UserError(run, "was trained without a holdout, so beta cannot be chosen honestly",
                         "pass runs trained with --set holdout=N (e.g. --recipe best)")
-    train, val = D.split(data)
-    _, hold = experiments.holdout_split(train, val, cfg.holdout)
+    _, hold, val = experiments.run_splits(cfg, data)  # the images the run selected on, and its validation images
     out = {"run": str(run), "betas": list(BETAS)}
     for name, ds in (("holdout", hold), ("val", val)):
         lp, cnt = evaluation.predict(model, ds.images, torch.device(device), cfg.eval_batch_size, tta=cfg.tta,

@@ -75,6 +75,15 @@ def holdout_split(train: GSNData, val: GSNData, n: int) -> tuple[GSNData, GSNDat
     return train.subset(slice(0, len(train) - n)), train.subset(slice(len(train) - n, len(train)))
 
 
+def run_splits(cfg: Config, data: GSNData) -> tuple[GSNData, GSNData, GSNData]:
+    """(images to train on, images to select the epoch on, official validation images) of a run's config: the
+    official split, cut to limit_train / limit_val, and the holdout taken from the end of the training images."""
+    train, val = split(data)
+    train, val = limit(train, cfg.limit_train), limit(val, cfg.limit_val)
+    train, select = holdout_split(train, val, cfg.holdout)
+    return train, select, val
+
+
 def final_metrics(model, cfg: Config, val: GSNData, device) -> tuple[dict, tuple[torch.Tensor, torch.Tensor]]:
     """Metrics of the given weights on val: with TTA if configured, and always the single-view figures."""
     single = evaluation.evaluate(model, val.images, val.counts.float(), cfg, device, tta=False)
@@ -113,9 +122,7 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
 
     After every epoch the full training state goes to last.pt (atomically), so `resume=True` continues an
     interrupted run from its last complete epoch, with the same result as an uninterrupted run on CPU."""
-    train, val = split(data)
-    train, val = limit(train, cfg.limit_train), limit(val, cfg.limit_val)
-    train, select = holdout_split(train, val, cfg.holdout)  # checked before anything is written
+    train, select, val = run_splits(cfg, data)  # checked before anything is written
     if Path(out).exists() and not Path(out).is_dir():
         raise UserError(out, "exists and is not a folder", "choose another --out")
     if not world.main:
@@ -239,8 +246,7 @@ def evaluate_checkpoint(checkpoint: Path, data: GSNData, out: Path, force: bool 
         raise UserError(out, "exists and is not a folder", "choose another --out")
     with runlock.locked(out, "evaluation"):
         out = prepare_out_dir(out, force)
-        _, val = split(data)
-        val = limit(val, cfg.limit_val)
+        val = run_splits(dataclasses.replace(cfg, holdout=0), data)[2]
         fileio.write_json(out / runfolder.CONFIG_FILE, cfg.to_dict())
         fileio.write_text(out / "model.txt", describe(model))
         # How the model was trained comes from its checkpoint; the machine's settings are this evaluation's.
