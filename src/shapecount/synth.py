@@ -1,8 +1,7 @@
 """Batched generator of synthetic GSN-style images with exact labels, and a cheap real-vs-synthetic comparison.
 
-No original generator code for the GSN dataset was found (searched public code, pages and issues; the dataset's
-repository marcin119a/data holds only the zip and a README), so the rules below were MEASURED on the 10,000
-real images (8-connected components, exact matches against clipped templates, label counts):
+The rules below are measured on the 10,000 real images (8-connected components, exact matches against clipped
+templates, label counts):
 
 - Every shape of a type has ONE fixed size and one exact pixel pattern (no size variation at all):
   square 7x7 (49 px); circle = the integer disc dy^2 + dx^2 <= 16 (9x9, rows 1,5,7,7,9,7,7,5,1 px = 49 px);
