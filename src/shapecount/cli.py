@@ -1,4 +1,5 @@
-"""Command line: `shapecount <command> ...`. Every user error is one line `error: ...` and exit code 2."""
+"""Command line: `shapecount <command> ...`. Every error is one line `error: ...` without a traceback: exit code 2
+for bad input (options, data, files), 1 for a run that fails (diverged, a lost process, a CUDA failure)."""
 
 from __future__ import annotations
 

@@ -39,14 +39,15 @@ def _config_args(p: argparse.ArgumentParser, experiment: bool = True) -> None:
                         "protocol (the assignment's: constant lr 1e-3, fp32, up to 100 epochs) | best (fast + 160k "
                         "synthetic images per epoch, wider heads without dropout, selection on a holdout) | quick "
                         "(2-epoch demo)")
-    p.add_argument("--epochs", type=int, help="cap on epochs (recipe's default: 40 budget/fast/best, 100 protocol)")
+    p.add_argument("--epochs", type=int, help="cap on epochs (recipe's default: 40 budget/fast/best, 100 protocol, 2 quick)")
     p.add_argument("--minutes", type=float,
                    help="time budget per training run: as many epochs as fit, judged by the first, fewer if "
                         "later ones slow down past it (budget recipe: 9; 0 = none)")
-    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 15)")
+    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 15; quick 2)")
     p.add_argument("--seed", type=int, help="seed for torch.manual_seed and data order (default 1)")
     p.add_argument("--device", help="auto | cpu | cuda[:N] (default auto)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: all)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all, or fewer when other processes keep cores busy; a resumed run "
+                        "keeps its count)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision where it pays: bf16 where the CPU or GPU has it natively, fp16 on other "
                         "GPUs, else fp32 (on in every recipe but protocol; --no-amp for fp32 everywhere)")

@@ -1,4 +1,5 @@
-"""User-facing errors: each becomes one line `error: <where>: <what> (<fix>)` and exit code 2 in the CLI."""
+"""User-facing errors: each becomes one line `error: <where>: <what> (<fix>)` in the CLI, with exit code 2 for a
+UserError (bad input) and 1 for a TrainingError (a run that fails)."""
 
 from __future__ import annotations
 

@@ -11,13 +11,15 @@ Written:
     OUT/comparison/                  results.csv, results.md, per_pair.md, curves.png, time_to_accuracy.png,
                                      confusions.png
     OUT/report.md, OUT/report.html   the report (markdown with relative figure paths; self-contained HTML)
+    OUT/<run>/plots/decidable_errors.png
+                                     when OUT/audit/ is there: the run's errors on images the exact decoder decides
 
 Nothing here loads a model or the dataset, and no number in the report is typed in: everything comes from the
 files. Missing optional pieces (runs.json, a run, eda/, a figure) are left out with a note.
 
 Modules: `runs` (finding and loading the runs), `analysis` (the numbers), `tables` (Markdown tables, number
 format), `figures` (comparison figures), `sections` (the report's text, with templates/), `html_page`
-(Markdown -> self-contained HTML) and `build` (`compare`, `write_report`).
+(Markdown -> self-contained HTML) and `build` (`compare`, `write_report`, `clear_outputs`).
 """
 
 from shapecount.report.analysis import error_analysis, macro_f1, result_row

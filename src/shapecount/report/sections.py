@@ -395,8 +395,8 @@ def _errors(out: Path, runs: list[Run]) -> list[str]:
         if (out / gal).is_file():
             s.append(_fig(out, gal, f"{r.label}: most confidently wrong validation images"))
         else:
-            s += [("> No worst-errors gallery (`plots/worst_errors.png` is made only when the validation images are "
-                  "passed to make_run_plots)."), ""]
+            s += [("> No worst-errors gallery (`plots/worst_errors.png` is drawn by `train` and `evaluate`, which "
+                  "have the validation images; plots rebuilt from the run files alone lack it)."), ""]
     return s or ["> No runs.", ""]
 
 
