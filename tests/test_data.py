@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import socket
 import threading
 import time
@@ -418,6 +419,9 @@ def test_download_once(server, gsn_zip: Path, isolated_cache: Path) -> None:
     assert path.read_bytes() == gsn_zip.read_bytes()
     assert path.with_name(path.name + ".sha256").read_text().split()[0] == ref.sha256
     assert not [p for p in files_in(isolated_cache) if p.name.startswith(".")], "no temp files"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask, "readable like any file the user makes"
 
 
 def test_damaged_download_is_fetched_again(server) -> None:

@@ -46,13 +46,18 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
+def readable_like_others(path: Path | str) -> None:
+    """Give a temp file (mkstemp makes 0600) the permissions a plainly created file gets under the umask."""
+    os.chmod(path, 0o666 & ~_UMASK)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Call write(tmp) on a temp file in the target's folder, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs should read like any other file
+    readable_like_others(tmp)
     try:
         write(Path(tmp))
         os.replace(tmp, path)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from shapecount.data.sources import ENV_CACHE, ENV_DATA, cache_dir, is_zip
 from shapecount.data.validation import one_line
 from shapecount.errors import DataError
-from shapecount.fileio import DiskFullError, atomic_write
+from shapecount.fileio import DiskFullError, atomic_write, readable_like_others
 
 _FIX_URL = (f"check the URL and the network, or download the zip elsewhere and point {ENV_DATA} "
             "or --data at the local .zip or directory")
@@ -159,6 +159,7 @@ def download(url: str, *, timeout: float = 30.0, retries: int = 3, backoff: floa
         digest = _sha256_file(tmp)
         # The sidecar first, then the zip: a zip without a matching sidecar is never trusted.
         atomic_write(_sidecar(dest), lambda p: p.write_text(f"{digest}  {dest.name}\n"))
+        readable_like_others(tmp)
         os.replace(tmp, dest)
     except DiskFullError as e:  # the sidecar's atomic write: the cache folder is the thing to change
         raise _cache_error(dest.parent, e.os_error) from None
