@@ -12,7 +12,7 @@ import sys
 
 from shapecount.cli_args import EXIT_USAGE, QUICK_AUDIT_IMAGES, build_parser, config_overrides
 from shapecount.config import ConfigError, dumps, make_config
-from shapecount.errors import TrainingError, UserError
+from shapecount.errors import Terminated, TrainingError, UserError, raise_terminated
 from shapecount.labels import LabelError
 
 
@@ -259,14 +259,6 @@ COMMANDS = {"check": cmd_check, "cache": cmd_cache, "audit": cmd_audit, "solve":
             "evaluate": cmd_evaluate, "predict": cmd_predict, "reproduce": cmd_reproduce}
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's pre-emption, `kill`): stops like Ctrl-C, at the same safe points."""
-
-
-def _on_sigterm(signum, frame) -> None:
-    raise Terminated()
-
-
 def _install_signal_handlers() -> dict:
     """SIGTERM stops like Ctrl-C (the last complete epoch is kept); a file-size limit (`ulimit -f`) makes writes
     fail with EFBIG, reported like a full disk, instead of killing the process with SIGXFSZ. Returns the
@@ -275,7 +267,7 @@ def _install_signal_handlers() -> dict:
 
     if threading.current_thread() is not threading.main_thread():
         return {}
-    wanted = {signal.SIGTERM: _on_sigterm}
+    wanted = {signal.SIGTERM: raise_terminated}
     if hasattr(signal, "SIGXFSZ"):
         wanted[signal.SIGXFSZ] = signal.SIG_IGN
     return {sig: signal.signal(sig, handler) for sig, handler in wanted.items()}

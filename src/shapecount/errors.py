@@ -26,3 +26,13 @@ class TrainingError(RuntimeError):
 
 class NonFiniteOutputError(TrainingError):
     """A model produced NaN or Inf for some inputs; such outputs are reported, never turned into metrics."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's pre-emption, `kill`): stops like Ctrl-C, at the same safe points (a run keeps its
+    last complete epoch)."""
+
+
+def raise_terminated(signum, frame) -> None:
+    """A SIGTERM handler: raise Terminated where the process is."""
+    raise Terminated()

@@ -47,14 +47,7 @@ def prepare_out_dir(out: Path, force: bool, resume: bool = False) -> Path:
 
 
 def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = runtime.cpu_model()
     dev = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return f"{cpu}, {torch.get_num_threads()} threads{dev}, torch {torch.__version__}, Python {platform.python_version()}"
 

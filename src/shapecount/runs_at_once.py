@@ -22,18 +22,10 @@ from pathlib import Path
 
 from shapecount.config import Config
 from shapecount.data import GSNData
-from shapecount.errors import TrainingError, UserError
+from shapecount.errors import TrainingError, UserError, raise_terminated
 
 # How long stopped runs get to finish writing their last complete epoch before they are killed.
 STOP_GRACE_S = 60.0
-
-
-class _Stop(KeyboardInterrupt):
-    """SIGTERM in a run: stop like Ctrl-C, keeping the last complete epoch."""
-
-
-def _on_sigterm(signum, frame):
-    raise _Stop()
 
 
 def _child(conn, cfg: Config, data: GSNData, out: Path, resume: bool) -> None:
@@ -41,7 +33,7 @@ def _child(conn, cfg: Config, data: GSNData, out: Path, resume: bool) -> None:
     from shapecount import experiments, runtime
 
     runtime.flush_denormals()  # a fresh process: set as the command line sets it
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, raise_terminated)  # stop like Ctrl-C, keeping the last complete epoch
     try:
         conn.send(("ok", experiments.run_experiment(cfg, data, out, progress=False, force=not resume,
                                                      resume=resume)))

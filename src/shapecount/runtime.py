@@ -121,16 +121,30 @@ _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 _native_cpu_bf16: bool | None = None
 
 
-def cpu_flags() -> set[str] | None:
+def _cpuinfo(keys: tuple[str, ...]) -> str | None:
+    """The value of the first line of Linux's /proc/cpuinfo whose key is one of `keys` (None elsewhere)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return set(value.split())
+                if key.strip() in keys:
+                    return value.strip()
     except OSError:
         pass
     return None
+
+
+def cpu_flags() -> set[str] | None:
+    value = _cpuinfo(("flags", "Features"))
+    return set(value.split()) if value is not None else None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (e.g. "AMD EPYC 9B14"), or what the platform module knows where there is no
+    /proc/cpuinfo."""
+    import platform
+
+    return _cpuinfo(("model name",)) or platform.processor() or platform.machine()
 
 
 def _bf16_gemm_faster() -> bool:
