@@ -123,7 +123,7 @@ def _load(run: Path, groups: AuditView | None = None) -> tuple[dict, dict] | Non
         metrics[f"sv_{k}"] = v
     cfg = _with_defaults(raw_cfg)
     class_head = runfolder.head_flags(cfg, metrics)[0]
-    metrics.update(error_structure(run / "predictions.csv", class_head))
+    metrics.update(error_structure(run / runfolder.PREDICTIONS_FILE, class_head))
     if groups is not None:
         metrics.update(groups.of_run(run, class_head))
     return metrics, cfg

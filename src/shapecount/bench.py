@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from shapecount import augment, engine, evaluation, labels, runtime
+from shapecount import augment, engine, evaluation, labels, runfolder, runtime
 from shapecount.config import make_config
 from shapecount.data import GSNData, load_gsn, resolve_source
 from shapecount.data.cache import locate
@@ -216,7 +216,7 @@ def bench_startup(source: str) -> dict:
                               env={**os.environ, "PYTHONWARNINGS": "ignore"})
         if proc.returncode != 0:
             return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
-        m = json.loads(Path(tmp, "run", "metrics.json").read_text())
+        m = json.loads(Path(tmp, "run", runfolder.METRICS_FILE).read_text())
     return {"start_to_first_step_s": m["first_step_unix"] - t0, "import_to_first_step_s": m["startup_s"]}
 
 

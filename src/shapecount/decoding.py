@@ -41,11 +41,11 @@ def choose_beta(holdout_acc: list[float], betas: tuple[float, ...] = BETAS) -> f
 
 def check_run(run: Path, data, device: str = "cpu") -> dict:
     """Held-out and validation accuracy per beta for one run folder (TTA as the run was configured)."""
-    from shapecount import evaluation, experiments, runtime
+    from shapecount import evaluation, experiments, runfolder, runtime
     from shapecount.checkpoint import load_checkpoint
     from shapecount.errors import UserError
 
-    model, cfg, _ = load_checkpoint(run / "checkpoint.pt", device)
+    model, cfg, _ = load_checkpoint(run / runfolder.CHECKPOINT_FILE, device)
     if not cfg.holdout:
         raise UserError(run, "was trained without a holdout, so beta cannot be chosen honestly",
                         "pass runs trained with --set holdout=N (e.g. --recipe best)")

@@ -101,8 +101,8 @@ def write_run_outputs(out: Path, model, cfg: Config, val: GSNData, device, extra
     metrics, (log_probs, pred_counts) = final_metrics(model, cfg, val, device)
     metrics = {"experiment": cfg.experiment, "lambda_cnt": cfg.lambda_cnt, "cls_weight": cfg.cls_weight,
                "fixed_backbone": cfg.fixed_backbone(), **metrics, **extra}
-    runfolder.write_predictions(out / "predictions.csv", val, log_probs, pred_counts)
-    save_checkpoint(out / "checkpoint.pt", model, optimizer, cfg, epoch, metrics)
+    runfolder.write_predictions(out / runfolder.PREDICTIONS_FILE, val, log_probs, pred_counts)
+    save_checkpoint(out / runfolder.CHECKPOINT_FILE, model, optimizer, cfg, epoch, metrics)
     runfolder.write_metrics(out, metrics)
     images = {n: val.images[i].numpy() for i, n in enumerate(val.names)}
     plots.make_run_plots(out, images=images)
@@ -160,12 +160,12 @@ def _run_locked(cfg: Config, data: GSNData, train: GSNData, val: GSNData, select
     distributed.barrier(world)  # the other ranks may read the folder now
     t0 = time.perf_counter() - (saved["elapsed_s"] if saved else 0.0)
     cpu = runtime.configure_cpu(cfg.threads)
-    fileio.write_json(out / "config.json", cfg.to_dict())
+    fileio.write_json(out / runfolder.CONFIG_FILE, cfg.to_dict())
     gen = engine.seed_everything(cfg.seed)
     device = engine.pick_device(cfg.device)
     engine.set_deterministic(cfg.deterministic, device)
     model = build_model(cfg).to(device)
-    fileio.write_text(out / "model.txt", describe(model))
+    fileio.write_text(out / runfolder.MODEL_FILE, describe(model))
     state = saved["state"] if saved else None
     start = f", resuming after epoch {state['epoch']}" if state else ""
     precision = runtime.precision_name(runtime.amp_dtype(cfg.amp, device))
@@ -241,15 +241,15 @@ def evaluate_checkpoint(checkpoint: Path, data: GSNData, out: Path, force: bool 
         out = prepare_out_dir(out, force)
         val = run_splits(dataclasses.replace(cfg, holdout=0), data)[2]
         fileio.write_json(out / runfolder.CONFIG_FILE, cfg.to_dict())
-        fileio.write_text(out / "model.txt", describe(model))
+        fileio.write_text(out / runfolder.MODEL_FILE, describe(model))
         # How the model was trained comes from its checkpoint; the machine's settings are this evaluation's.
         old = ckpt.get("metrics", {})
         extra = {k: old.get(k) for k in ("epochs", "epochs_planned", "best_epoch", "monitor", "n_train",
                                          "selected_on", "precision", "runtime_s")}
         extra.update(cpu)
-        history = Path(checkpoint).parent / "history.csv"
-        if history.is_file() and history.resolve() != (out / "history.csv").resolve():
-            fileio.write_text(out / "history.csv", history.read_text())
+        history = Path(checkpoint).parent / runfolder.HISTORY_FILE
+        if history.is_file() and history.resolve() != (out / runfolder.HISTORY_FILE).resolve():
+            fileio.write_text(out / runfolder.HISTORY_FILE, history.read_text())
         # The optimizer state goes along, so that evaluating a run into its own folder loses nothing.
         return write_run_outputs(out, model, cfg, val, device, extra, ckpt.get("optimizer") or None,
                                  int(ckpt.get("epoch", 0)))
@@ -301,7 +301,7 @@ def started_at_once(out: Path, cfgs: dict[str, Config]) -> bool | None:
         return meta["at_once"]
     for name, cfg in cfgs.items():
         try:
-            saved = runfolder.load_json(Path(out) / name / "config.json")
+            saved = runfolder.load_json(Path(out) / name / runfolder.CONFIG_FILE)
         except runfolder.RunFileError:  # a damaged file tells nothing; training rewrites it
             continue
         minutes = saved.get("minutes") if isinstance(saved, dict) else None

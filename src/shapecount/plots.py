@@ -21,7 +21,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from shapecount import fileio, labels
+from shapecount import fileio, labels, runfolder
 from shapecount.config import widened_name
 from shapecount.metrics import confusion
 from shapecount.runfolder import (
@@ -299,8 +299,8 @@ def make_run_plots(run_dir: Path, images: dict[str, np.ndarray] | None = None) -
     run_dir = Path(run_dir)
     out = run_dir / PLOTS_DIR
     out.mkdir(parents=True, exist_ok=True)
-    config = load_json(run_dir / "config.json")
-    metrics = load_json(run_dir / "metrics.json") or {}
+    config = load_json(run_dir / runfolder.CONFIG_FILE)
+    metrics = load_json(run_dir / runfolder.METRICS_FILE) or {}
     class_head, count_head = head_flags(config, metrics)
     title = run_title(config, metrics, run_dir.name)
     weights = (float(config["cls_weight"]), float(config["lambda_cnt"])) if config and "cls_weight" in config \
@@ -309,7 +309,7 @@ def make_run_plots(run_dir: Path, images: dict[str, np.ndarray] | None = None) -
     eval_set = eval_set_name(config)
     written: list[Path] = []
 
-    if (run_dir / "history.csv").is_file():
+    if (run_dir / runfolder.HISTORY_FILE).is_file():
         hist = load_history(run_dir)
         if hist and len(next(iter(hist.values()))):
             written.append(plot_loss(hist, out / "loss.png", title, weights, best, eval_set))
@@ -322,7 +322,7 @@ def make_run_plots(run_dir: Path, images: dict[str, np.ndarray] | None = None) -
             written.append(plot_metric(hist, "val_rmse", out / "rmse.png", title, f"{eval_set} count RMSE", best,
                                        "" if count_head else "count head not trained (lambda_cnt=0)"))
 
-    if (run_dir / "predictions.csv").is_file():
+    if (run_dir / runfolder.PREDICTIONS_FILE).is_file():
         preds = load_predictions(run_dir)
         if len(preds.get("true_class", [])):
             pred = effective_pred_class(preds, class_head)

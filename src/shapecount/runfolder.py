@@ -37,13 +37,17 @@ PRED_COLUMNS = (["name", *labels.TYPES, "true_class", "pred_class", *PRED_TYPE_C
 RUNS_FILE = "runs.json"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+PREDICTIONS_FILE = "predictions.csv"
+MODEL_FILE = "model.txt"
+CHECKPOINT_FILE = "checkpoint.pt"
 # The resume state of a run that has not finished (checkpoint.py writes and reads it; a finished run removes it).
 RESUME_FILE = "last.pt"
 PLOTS_DIR = "plots"
 # Files whose presence means a folder already holds a run.
-RUN_MARKERS = (METRICS_FILE, "history.csv", "checkpoint.pt")
+RUN_MARKERS = (METRICS_FILE, HISTORY_FILE, CHECKPOINT_FILE)
 # Every file a run writes at the top of its folder (plots/ besides).
-RUN_FILES = (CONFIG_FILE, "history.csv", METRICS_FILE, "predictions.csv", "model.txt", "checkpoint.pt", RESUME_FILE)
+RUN_FILES = (CONFIG_FILE, HISTORY_FILE, METRICS_FILE, PREDICTIONS_FILE, MODEL_FILE, CHECKPOINT_FILE, RESUME_FILE)
 _INT_COLS = {"true_class", "pred_class", "pred_class_from_counts", *labels.TYPES}
 _STR_COLS = {"name"}
 _FIX_RUN_FILE = "rerun the command that wrote the run (with --force), or move the folder away"
@@ -69,7 +73,7 @@ def history_header(held_out: bool) -> list[str]:
 def write_history(run_dir: Path, rows: list[dict], held_out: bool = False) -> Path:
     """history.csv from the per-epoch dicts of engine.fit (keys as in HISTORY_COLUMNS), rewritten whole
     (atomically) after every epoch, so an interrupted run keeps the epochs done so far."""
-    return fileio.write_csv(Path(run_dir) / "history.csv", history_header(held_out),
+    return fileio.write_csv(Path(run_dir) / HISTORY_FILE, history_header(held_out),
                             [[r[c] for c in HISTORY_COLUMNS] for r in rows])
 
 
@@ -112,14 +116,14 @@ def load_history(run_dir: Path) -> dict[str, np.ndarray]:
     """history.csv as column name -> float array (an empty or unparsable cell is NaN). The per-epoch
     evaluation columns come back under their `val_*` names whichever images they were measured on
     (`holdout_*` in the file): readers learn which from the config (`eval_set_name`)."""
-    cols = _read_columns(Path(run_dir) / "history.csv")
+    cols = _read_columns(Path(run_dir) / HISTORY_FILE)
     return {("val_" + k[len(HELD_OUT_PREFIX):] if k.startswith(HELD_OUT_PREFIX) else k):
             np.array([_to_float(v) for v in vals], dtype=float) for k, vals in cols.items()}
 
 
 def load_predictions(run_dir: Path) -> dict[str, np.ndarray]:
     """predictions.csv as column name -> array: `name` str, class ids and true counts int, the rest float."""
-    cols = _read_columns(Path(run_dir) / "predictions.csv")
+    cols = _read_columns(Path(run_dir) / PREDICTIONS_FILE)
     out: dict[str, np.ndarray] = {}
     for k, vals in cols.items():
         if k in _STR_COLS:

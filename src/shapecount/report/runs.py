@@ -119,12 +119,12 @@ def discover_runs(out: Path) -> tuple[list[Run], dict[str, Any] | None, list[str
         run = Run(name, run_dir, label, config, metrics)
         if run.config is None:
             notes.append(f"Run '{name}' has no config.json: its setup is inferred from metrics.json.")
-        hist = runfolder.load_history(run_dir) if (run_dir / "history.csv").is_file() else {}
+        hist = runfolder.load_history(run_dir) if (run_dir / runfolder.HISTORY_FILE).is_file() else {}
         if hist and len(next(iter(hist.values()))):
             run.history = hist
         else:
             notes.append(f"Run '{name}' has no (or an empty) history.csv: no curves for it.")
-        preds = runfolder.load_predictions(run_dir) if (run_dir / "predictions.csv").is_file() else {}
+        preds = runfolder.load_predictions(run_dir) if (run_dir / runfolder.PREDICTIONS_FILE).is_file() else {}
         if len(preds.get("true_class", [])) and "pred_class" in preds:
             run.preds = preds
         else:

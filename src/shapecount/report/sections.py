@@ -154,7 +154,7 @@ def _architecture(out: Path, runs: list[Run]) -> list[str]:
     ref = _pick(runs, "multitask", "multitask")
     cands = ([ref] if ref else []) + [r for r in runs if r is not ref]
     for r in cands:
-        p = r.dir / "model.txt"
+        p = r.dir / runfolder.MODEL_FILE
         if p.is_file():
             text = p.read_text(encoding="utf-8").rstrip().replace("```", "'''")
             return [f"Module tree and parameter counts of the {r.label} run (`{r.rel(out, 'model.txt')}`):", "",
