@@ -72,7 +72,7 @@ def test_error_structure_from_predictions(tmp_path):
         (t, L.counts_to_class([2, 8, 0, 0, 0, 0]), [5, 5, 0, 0, 0, 1.0]),     # right pair, off by 3
         (t, L.counts_to_class([5, 0, 5, 0, 0, 0]), [5, 5, 0, 0, 0, 0]),       # wrong pair
     ])
-    e = ablation.error_structure(run / "predictions.csv")
+    e = ablation.error_structure(run)
     assert e["err_pair"] == pytest.approx(0.25) and e["err_split1"] == pytest.approx(0.25)
     assert e["err_split2"] == pytest.approx(0.25)
     assert e["mae_squares"] == pytest.approx(0.5 / 4) and e["mae_left"] == pytest.approx(1 / 4)
@@ -81,7 +81,7 @@ def test_error_structure_from_predictions(tmp_path):
     md = (tmp_path / "ablation.md").read_text()
     assert "Where the errors are" in md and "| a | 0.250 | 0.250 | 0.250 | 0.125 |" in md
     (run / "predictions.csv").write_text("garbage\n1,2\n")  # unreadable: n/a, no failure
-    assert ablation.error_structure(run / "predictions.csv") == {}
+    assert ablation.error_structure(run) == {}
 
 
 def test_top1_by_group_with_an_audit(tmp_path, capsys):

@@ -79,7 +79,7 @@ def test_reading_a_run_folder_does_not_import_matplotlib(tmp_path: Path) -> None
     make_run_folder(tmp_path / "r")
     code = ("import sys; from shapecount import ablation, runfolder; "
             f"runfolder.load_predictions({str(tmp_path / 'r')!r}); "
-            f"ablation.error_structure(__import__('pathlib').Path({str(tmp_path / 'r' / 'predictions.csv')!r})); "
+            f"ablation.error_structure(__import__('pathlib').Path({str(tmp_path / 'r')!r})); "
             "print('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -123,18 +123,18 @@ def _load(run: Path, groups: AuditView | None = None) -> tuple[dict, dict] | Non
         metrics[f"sv_{k}"] = v
     cfg = _with_defaults(raw_cfg)
     class_head = runfolder.head_flags(cfg, metrics)[0]
-    metrics.update(error_structure(run / runfolder.PREDICTIONS_FILE, class_head))
+    metrics.update(error_structure(run, class_head))
     if groups is not None:
         metrics.update(groups.of_run(run, class_head))
     return metrics, cfg
 
 
-def error_structure(path: Path, class_head: bool = True) -> dict[str, float]:
+def error_structure(run_dir: Path, class_head: bool = True) -> dict[str, float]:
     """Where a run's errors are: share of images with the wrong type pair, with the right pair but the split
     off by 1 or by 2+, and the count head's MAE per type. Empty when predictions.csv is missing or unreadable
     (the row then shows n/a: the summary never fails on one bad run)."""
     try:
-        preds = runfolder.load_predictions(path.parent)
+        preds = runfolder.load_predictions(run_dir)
         true, pred = preds["true_class"], runfolder.effective_pred_class(preds, class_head)
         abs_err = np.abs(runfolder.pred_counts(preds) - runfolder.true_counts(preds))
     except (OSError, KeyError, ValueError):

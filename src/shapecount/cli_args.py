@@ -34,8 +34,8 @@ def _config_args(p: argparse.ArgumentParser, experiment: bool = True) -> None:
                        help="which heads are trained (default multitask)")
         p.add_argument("--lambda-cnt", type=float, help="weight of the count loss (preset: 0 / 1 / 5)")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=tuple(RECIPES),
-                   help="budget (default: best with 45k synthetic images per epoch in 9 minutes per run, 3x the "
-                        "convolutions' lr) | fast (40 epochs of the real images, cosine lr peak 2e-3, amp) | "
+                   help="budget (the default: the best recipe's heads and holdout, 45k synthetic images per epoch, 9 "
+                        "minutes per run, 3x the convolutions' lr) | fast (40 epochs of the real images, cosine lr peak 2e-3, amp) | "
                         "protocol (the assignment's: constant lr 1e-3, fp32, up to 100 epochs) | best (fast + 160k "
                         "synthetic images per epoch, wider heads without dropout, selection on a holdout) | quick "
                         "(2-epoch demo)")
