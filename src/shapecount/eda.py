@@ -16,7 +16,7 @@ import torch
 from matplotlib.figure import Figure
 
 from shapecount import labels as L
-from shapecount.data import GSNData, official_split
+from shapecount.data import GSNData, official_split, summary
 from shapecount.fileio import write_csv, write_text
 from shapecount.mdtable import md_table
 from shapecount.plots import save_figure
@@ -48,11 +48,10 @@ def count_table(data: GSNData) -> np.ndarray:
 
 
 def pair_balance(data: GSNData) -> tuple[np.ndarray, np.ndarray]:
-    """Images per type pair (15,) in the official train and validation splits."""
-    train, val = official_split(len(data))
-    pairs = L.class_to_pair_batch(data.classes)
-    return (torch.bincount(pairs[train], minlength=L.NUM_PAIRS).numpy(),
-            torch.bincount(pairs[val], minlength=L.NUM_PAIRS).numpy())
+    """Images per type pair (15,) in the official train and validation splits (as `shapecount check` counts
+    them)."""
+    rows = summary(data)["pair_balance"]
+    return np.array([r["train"] for r in rows]), np.array([r["val"] for r in rows])
 
 
 def example_indices(data: GSNData, n: int) -> list[int]:
@@ -150,24 +149,23 @@ def _class_rows(data: GSNData, hist: np.ndarray) -> list[list[Any]]:
 
 
 def facts(data: GSNData) -> dict[str, Any]:
-    """The key numbers of the dataset, computed."""
+    """The key numbers of the dataset: `shapecount check`'s (data.summary) and the class frequencies."""
+    s = summary(data)
     hist = class_histogram(data)
     present = np.flatnonzero(hist)
-    nz = data.counts[data.counts > 0]
-    train, val = official_split(len(data))
     most = int(hist.argmax())
     least = int(present[hist[present].argmin()]) if present.size else 0
     return {
-        "images": len(data), "train": len(train), "val": len(val),
-        "classes_present": int(present.size), "classes_absent": L.NUM_CLASSES - int(present.size),
-        "count_min": int(nz.min()) if nz.numel() else 0, "count_max": int(nz.max()) if nz.numel() else 0,
+        "images": s["images"], "train": s["train"], "val": s["val"],
+        "classes_present": s["classes_present"], "classes_absent": L.NUM_CLASSES - s["classes_present"],
+        "count_min": s["count_min"], "count_max": s["count_max"],
         "most_frequent_class": most, "most_frequent_name": L.class_name(most),
         "most_frequent_images": int(hist[most]),
         "least_frequent_class": least, "least_frequent_name": L.class_name(least),
         "least_frequent_images": int(hist[least]),
         "images_per_present_class_mean": round(float(hist[present].mean()), 1) if present.size else 0.0,
-        "warnings": len(data.warnings),
-        "sha256": data.sha256, "labels_sha256": data.labels_sha256,
+        "warnings": len(s["warnings"]),
+        "sha256": s["sha256"], "labels_sha256": s["labels_sha256"],
     }
 
 
