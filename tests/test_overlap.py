@@ -96,3 +96,12 @@ def test_groups_of_equal_size_and_top1_per_group():
     only_first = overlap.top1_by_group(shares, edges, {"i0": True, "i1": True})
     assert only_first[0]["top1"] == 1.0 and all(g["top1"] is None and g["n"] == 0 for g in only_first[1:])
     assert overlap.correct_by_name(["a", "b"], np.array([3, 4]), np.array([3, 5])) == {"a": True, "b": False}
+
+
+
+def test_a_witness_string_parses_back_to_its_shape():
+    from shapecount.exact.decoder import Shape
+
+    for t in range(6):
+        s = Shape(t, 27, 0)
+        assert Shape.parse(str(s)) == s

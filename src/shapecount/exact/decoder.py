@@ -35,6 +35,13 @@ class Shape:
     def __str__(self) -> str:
         return f"{L.TYPE_SINGULAR[self.type]}@{self.row},{self.col}"
 
+    @classmethod
+    def parse(cls, text: str) -> Shape:
+        """The inverse of str(): "up-triangle@2,19" -> Shape(type of up, 2, 19)."""
+        name, _, anchor = text.rpartition("@")
+        row, _, col = anchor.partition(",")
+        return cls(L.TYPE_SINGULAR.index(name), int(row), int(col))
+
 
 @dataclass
 class Decoding:

@@ -16,18 +16,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from shapecount import labels as L
 from shapecount import synth
 from shapecount.exact.audit import is_decidable
+from shapecount.exact.decoder import Shape
 
 
 def witness_shapes(row: dict, cls: int) -> tuple[list[int], list[tuple[int, int]]]:
     """The types (labels.TYPES index) and anchors (row, col) of the witness of class `cls` in an audit record
     (witness strings look like "up-triangle@2,19")."""
-    shapes = [w.rsplit("@", 1) for w in row["feasible"][str(cls)]["witness"]]
-    kinds = [L.TYPE_SINGULAR.index(t) for t, _ in shapes]
-    anchors = [(int(a.split(",")[0]), int(a.split(",")[1])) for _, a in shapes]
-    return kinds, anchors
+    shapes = [Shape.parse(w) for w in row["feasible"][str(cls)]["witness"]]
+    return [s.type for s in shapes], [(s.row, s.col) for s in shapes]
 
 
 def witness_masks(row: dict, cls: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
