@@ -15,7 +15,8 @@ from typing import Any
 import jinja2
 
 from shapecount import labels, plots, runfolder
-from shapecount.config import widened_name
+from shapecount.augment import AugmentSpec
+from shapecount.config import EXPERIMENT_PRESETS, widened_name
 from shapecount.mdtable import md_table
 from shapecount.report import ceiling
 from shapecount.report.analysis import (
@@ -61,15 +62,19 @@ def _demote(text: str, by: int = 2) -> str:
     return "\n".join(out).strip() + "\n"
 
 
+MULTITASK_LAMBDA = EXPERIMENT_PRESETS["multitask"]["lambda_cnt"]
+
+
 def _pick(runs: list[Run], kind: str, name: str) -> Run | None:
-    """The run of `kind` named `name`, else (multitask) the one with lambda_cnt 5, else the first of `kind`."""
+    """The run of `kind` named `name`, else (multitask) the one with the preset's lambda_cnt, else the first of
+    `kind`."""
     same = [r for r in runs if r.kind == kind]
     for r in same:
         if r.name == name:
             return r
     if kind == "multitask":
         for r in same:
-            if r.lambda_cnt == 5.0:
+            if r.lambda_cnt == MULTITASK_LAMBDA:
                 return r
     return same[0] if same else None
 
@@ -179,14 +184,7 @@ def _augmentations(runs: list[Run]) -> list[str]:
     ref = _pick(runs, "multitask", "multitask") or (runs[0] if runs else None)
     if ref is None or ref.config is None:
         return ["> Not available: no config.json to read the augmentation settings from.", ""]
-    try:
-        from shapecount.augment import AugmentSpec
-        spec = AugmentSpec()
-    except Exception:  # noqa: BLE001 - the strengths are a detail; the probabilities come from config.json
-        spec = None
-
-    def strength(attr: str, default: float) -> float:
-        return float(getattr(spec, attr, default)) if spec is not None else default
+    spec = AugmentSpec()  # the strengths are fixed in the code; the probabilities come from config.json
 
     c = ref.config
     p = {k: c.get(k) for k in AUG_KEYS}
@@ -199,11 +197,11 @@ def _augmentations(runs: list[Run]) -> list[str]:
                                   else "")
         rows.append([what, fmt(num(p[key]), 2), lab])
     rows.append(["brightness/contrast", fmt(num(p["aug_brightness"]), 2),
-                 (f"none (contrast x[{1 - strength('contrast_range', 0.2):g}, {1 + strength('contrast_range', 0.2):g}],"
-                 f" offset +-{strength('brightness_range', 0.1):g})")])
-    rows.append(["Gaussian noise", fmt(num(p["aug_noise"]), 2), f"none (std {strength('noise_std', 0.05):g})"])
+                 (f"none (contrast x[{1 - spec.contrast_range:g}, {1 + spec.contrast_range:g}],"
+                 f" offset +-{spec.brightness_range:g})")])
+    rows.append(["Gaussian noise", fmt(num(p["aug_noise"]), 2), f"none (std {spec.noise_std:g})"])
     rows.append(["random erasing", fmt(num(p["aug_erase"]), 2),
-                 f"none (a 2..{int(strength('erase_max', 4))} pixel square set to 0)"])
+                 f"none (a 2..{spec.erase_max} pixel square set to 0)"])
     diff = [r for r in runs if r.config and any(r.config.get(k) != c.get(k) for k in AUG_KEYS)]
     diff_table = md_table(["run", *AUG_KEYS], [[r.label, *(fmt(r.config.get(k), 2) for k in AUG_KEYS)] for r in diff])
     return _render("augmentations.md.j2", label=ref.label,
@@ -452,7 +450,7 @@ def _discussion(runs: list[Run], rows: list[dict]) -> list[str]:
     lams = sorted({r.lambda_cnt for r in with_cls})
     if not lams:
         s.append("No run with a trained class head and a known lambda_cnt.")
-    elif set(lams) <= {0.0, 5.0}:
+    elif set(lams) <= {0.0, MULTITASK_LAMBDA}:
         s.append("Only lambda_cnt = " + " and ".join(f"{v:g}" for v in lams) + " were run (0 = classification-only, "
                  "5 = the multitask default), so the effect of lambda is the multitask effect above; no other value "
                  "was measured and nothing is claimed about an optimal lambda.")
