@@ -244,6 +244,27 @@ def test_reproduce_quick_end_to_end(synth_gsn, tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_reproduce_best_recipe_end_to_end_over_an_old_study(tiny, tmp_path, capfd):
+    # The most accurate recipe through the one command (shrunk: 32 synthetic images an epoch, 16 held out), with
+    # --force over a study of another recipe: nothing of the old one is left in the new report.
+    out = tmp_path / "rep"
+    common = ["reproduce", "--data", str(tiny), "--out", str(out), "--no-progress", "--epochs", "1", "--no-audit"]
+    assert main([*common, "--quick"]) == 0
+    (out / "ablation.md").write_text("| an old ablation |")
+    assert main([*common, "--recipe", "best", "--force", "--set", "synth_per_epoch=32", "--set", "holdout=16",
+                 "--set", "batch_size=16"]) == 0
+    for exp in ("classification", "regression", "multitask"):
+        cfg = json.loads((out / exp / "config.json").read_text())
+        assert cfg["synth_per_epoch"] == 32 and cfg["head_hidden"] == 256 and cfg["holdout"] == 16, exp
+        m = json.loads((out / exp / "metrics.json").read_text())
+        assert m["selected_on"] == "holdout (16 training images)" and m["n_val"] == 8, exp
+    assert json.loads((out / "runs.json").read_text())["recipe"] == "best"
+    md = (out / "report.md").read_text()
+    assert "an old ablation" not in md and not (out / "ablation.md").exists()
+    assert "held-out" in md
+
+
 def test_reproduce_refuses_reuse_then_resumes(tiny, tmp_path, capfd):
     """capfd: where the experiments train at once, their lines come from their own processes."""
     out = tmp_path / "rep"
