@@ -287,7 +287,10 @@ def test_holdout_selects_on_training_images_and_reports_on_validation(tiny, tmp_
     m = json.loads((out / "metrics.json").read_text())
     assert m["n_train"] == 72 - 16 and m["n_val"] == 8 and m["selected_on"] == "holdout (16 training images)"
     assert "holdout_top1" in (out / "history.csv").read_text().splitlines()[0]
-    assert "of 16 held-out training images" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "of 16 held-out training images" in err
+    epoch_line = next(line for line in err.splitlines() if "epoch   1  train" in line)
+    assert " held-out " in epoch_line and " val " not in epoch_line  # the loss shown is the held-out images'
     assert main(["train", "--data", str(tiny), "--set", "holdout=72", "--out", str(tmp_path / "bad"),
                  "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()

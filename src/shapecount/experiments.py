@@ -182,13 +182,16 @@ def _run_locked(cfg: Config, data: GSNData, train: GSNData, val: GSNData, select
         log(f"[{cfg.experiment}] {note}")
     history: list[dict] = list(state["history"]) if state else []
 
+    select_name = "held-out" if cfg.holdout else "val"  # what the per-epoch figures are measured on
+
     def on_epoch(row: dict, capture) -> None:
         history.append(row)
         runfolder.write_history(out, history, held_out=cfg.holdout > 0)
         save_resume_state(out, cfg, capture(), time.perf_counter() - t0, data.sha256)
         mark = " *" if row["improved"] else ""
         shown = _trained_heads(cfg, [f"top1 {row['val_top1']:.3f}"], [f"rmse {row['val_rmse']:.3f}"])
-        log(f"[{cfg.experiment}] epoch {row['epoch']:3d}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
+        log(f"[{cfg.experiment}] epoch {row['epoch']:3d}  train {row['train_loss']:.4f}  {select_name} "
+            f"{row['val_loss']:.4f}  "
             f"{'  '.join(shown)}  {row['seconds']:.1f}s ({row['train_images_per_s']:.0f} img/s){mark}")
 
     def on_plan(epochs: int, seconds: list[float]) -> None:
