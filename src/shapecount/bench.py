@@ -328,7 +328,7 @@ def format_table(res: dict) -> str:
     lines = [
         f"threads {res['threads']}, torch {res['torch']}, batch {res['batch']}, {res['steps']} timed steps",
         (f"kernels: {k.get('cpu_capability')}, AMX-BF16 {'yes' if k.get('amx_bf16') else 'no'}, AVX512-BF16 "
-         f"{'yes' if k.get('avx512_bf16') else 'no'}: recipes with bf16=true train in {k.get('recipes_train_in')}"),
+         f"{'yes' if k.get('avx512_bf16') else 'no'}: recipes with amp=true train in {k.get('recipes_train_in')}"),
         (f"GEMM peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s; "
          f"model: {res['flops_per_image']['train'] / 1e6:.0f} MFLOP per training image"),
         (f"{'pipeline':<22}{'img/s':>8}{'data':>8}{'fwd':>8}{'bwd':>8}{'opt':>8}  (ms/step){'GFLOP/s':>10}"

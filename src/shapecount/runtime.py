@@ -1,5 +1,5 @@
-"""Process-level CPU settings: the allocator and the thread count (speed only), and whether bf16 autocast pays
-off on this device (`use_bf16`)."""
+"""Process-level CPU settings: the allocator and the thread count (speed only), and the precision a recipe's
+mixed precision (`amp`) trains in on this device (`amp_dtype`: bf16 where it is native, fp16 on other GPUs)."""
 
 from __future__ import annotations
 
