@@ -122,9 +122,20 @@ def test_evaluate_rebuilds_the_same_metrics(trained, tiny, tmp_path):
     b = json.loads((out / "metrics.json").read_text())
     for k in ("top1_accuracy", "macro_f1", "rmse", "mae", "count_decoded_accuracy"):
         assert a[k] == pytest.approx(b[k], abs=1e-6), k
-    for k in ("epochs", "epochs_planned", "best_epoch", "monitor", "selected_on", "precision"):
+    for k in ("epochs", "epochs_planned", "best_epoch", "monitor", "selected_on", "precision", "runtime_s"):
         assert b[k] == a[k] is not None, k  # how the model was trained comes along
     assert (out / "plots" / "confusion_135.png").is_file()
+
+
+def test_reproduce_force_checks_the_device_before_clearing_anything(tiny, tmp_path, capsys):
+    out = tmp_path / "rep"
+    (out / "multitask").mkdir(parents=True)
+    (out / "report.md").write_text("the old study")
+    (out / "multitask" / "metrics.json").write_text("{}")
+    rc = main(["reproduce", "--quick", "--data", str(tiny), "--out", str(out), "--no-progress", "--no-audit",
+               "--force", "--threads", "1", "--device", "cuda:99"])
+    assert rc == 2 and capsys.readouterr().err.startswith("error: --device: cuda:99 was asked for")
+    assert (out / "report.md").read_text() == "the old study" and (out / "multitask" / "metrics.json").is_file()
 
 
 def test_evaluate_into_the_runs_own_folder_keeps_its_optimizer_state(trained, tiny, tmp_path):
@@ -244,7 +255,6 @@ def test_reproduce_quick_end_to_end(synth_gsn, tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_reproduce_best_recipe_end_to_end_over_an_old_study(tiny, tmp_path, capfd):
     # The most accurate recipe through the one command (shrunk: 32 synthetic images an epoch, 16 held out), with
     # --force over a study of another recipe: nothing of the old one is left in the new report.
@@ -265,6 +275,7 @@ def test_reproduce_best_recipe_end_to_end_over_an_old_study(tiny, tmp_path, capf
     assert "held-out" in md
 
 
+@pytest.mark.slow
 def test_reproduce_refuses_reuse_then_resumes(tiny, tmp_path, capfd):
     """capfd: where the experiments train at once, their lines come from their own processes."""
     out = tmp_path / "rep"

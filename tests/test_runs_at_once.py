@@ -123,6 +123,7 @@ def test_a_failing_run_stops_the_others_with_its_one_line_error(tiny, tmp_path):
                        "multitask": (cfgs["multitask"], tmp_path / "taken")}, data)
 
 
+@pytest.mark.slow
 def test_a_run_that_dies_without_answering_is_a_one_line_training_error(tiny, tmp_path, monkeypatch):
     from helpers.lost_run import die_without_answering
     from shapecount import runs_at_once

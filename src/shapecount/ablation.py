@@ -163,7 +163,7 @@ def summarize(root: Path, baseline: str | None = None, groups: AuditView | None 
         row = {"setting": s.name, "n": len(runs), "seeds": [r[1].get("seed") for r in runs],
                "changes": {k: v for k, v in cfg.items() if k not in IGNORED and ref_cfg.get(k) != v},
                "epochs": statistics.fmean(r[0].get("epochs") or 0 for r in runs),
-               "minutes": statistics.fmean(r[0].get("runtime_s", 0.0) for r in runs) / 60}
+               "minutes": statistics.fmean(r[0].get("runtime_s") or 0.0 for r in runs) / 60}
         keys = [k for _, k in COLUMNS + ERROR_COLUMNS] + list(AUDIT_KEYS if groups else ())
         for key in keys:
             vals = [r[0][key] for r in runs if r[0].get(key) is not None]

@@ -115,7 +115,8 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
 
     After every epoch the full training state goes to last.pt (atomically), so `resume=True` continues an
     interrupted run from its last complete epoch, with the same result as an uninterrupted run on CPU."""
-    train, select, val = run_splits(cfg, data)  # checked before anything is written
+    train, select, val = run_splits(cfg, data)  # checked before anything is written (or cleared by --force)
+    engine.pick_device(cfg.device)
     if Path(out).exists() and not Path(out).is_dir():
         raise UserError(out, "exists and is not a folder", "choose another --out")
     if not world.main:
@@ -245,10 +246,16 @@ def evaluate_checkpoint(checkpoint: Path, data: GSNData, out: Path, force: bool 
         val = run_splits(dataclasses.replace(cfg, holdout=0), data)[2]
         fileio.write_json(out / runfolder.CONFIG_FILE, cfg.to_dict())
         fileio.write_text(out / runfolder.MODEL_FILE, describe(model))
-        # How the model was trained comes from its checkpoint; the machine's settings are this evaluation's.
+        # How the model was trained comes from its checkpoint, and what was measured after it was saved (the run's
+        # wall time) from the metrics.json beside it; the machine's settings are this evaluation's.
         old = ckpt.get("metrics", {})
-        extra = {k: old.get(k) for k in ("epochs", "epochs_planned", "best_epoch", "monitor", "n_train",
-                                         "selected_on", "precision", "runtime_s")}
+        try:
+            beside = runfolder.load_json(Path(checkpoint).parent / runfolder.METRICS_FILE) or {}
+        except runfolder.RunFileError:
+            beside = {}
+        extra = {k: old[k] if old.get(k) is not None else beside.get(k)
+                 for k in ("epochs", "epochs_planned", "best_epoch", "monitor", "n_train", "selected_on", "precision",
+                           "runtime_s")}
         extra.update(cpu)
         history = Path(checkpoint).parent / runfolder.HISTORY_FILE
         if history.is_file() and history.resolve() != (out / runfolder.HISTORY_FILE).resolve():
@@ -344,8 +351,8 @@ def reproduce(data: GSNData, out: Path, recipe: str = DEFAULT_RECIPE, overrides:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(out, "exists and is not a folder", "choose another --out")
-    for e in experiments:  # validate every config before anything is created
-        make_config(e, recipe, overrides)
+    for e in experiments:  # validate every config, and its device, before anything is created or cleared
+        engine.pick_device(make_config(e, recipe, overrides).device)
     with runlock.locked(out, "reproduce"):
         return _reproduce_locked(data, out, recipe, overrides, experiments, command, log, progress, force,
                                  resume, audit, audit_images, at_once)
