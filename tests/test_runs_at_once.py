@@ -86,6 +86,9 @@ def test_errors_of_a_run_come_back_as_their_kind():
         _raise("multitask", ("interrupted",))
     with pytest.raises(RuntimeError, match="the multitask run failed:\nTraceback"):
         _raise("multitask", ("crash", "Traceback ..."))
+    with pytest.raises(OSError) as e:  # as the CLI would see it from its own process: a path it can name
+        _raise("multitask", ("os", 13, "Permission denied", "/runs/mt/history.csv", "Traceback ..."))
+    assert (e.value.errno, e.value.filename) == (13, "/runs/mt/history.csv")
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import shlex
 import signal
 import sys
 
+from shapecount import fileio
 from shapecount.cli_args import EXIT_USAGE, QUICK_AUDIT_IMAGES, build_parser, config_overrides
 from shapecount.config import ConfigError, dumps, make_config
 from shapecount.errors import Terminated, TrainingError, UserError, raise_terminated
@@ -288,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
         runtime.keep_denormals()  # a caller that runs main() in its own process gets IEEE floats back
 
 
+# OSErrors that say a path given on the command line cannot be used: one line, exit 2. Others are not the path's
+# fault and keep their traceback.
+PATH_ERRNOS = frozenset({errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.EACCES, errno.EPERM,
+                         errno.EROFS, errno.ENAMETOOLONG, *fileio.NO_SPACE})
+
+
 def _launched() -> bool:
     from shapecount import distributed  # imports torch: only when WORLD_SIZE is set
 
@@ -317,19 +324,22 @@ def _run(handler, args) -> int:
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except OSError as e:  # after BrokenPipeError: a path that cannot be made or written (a file in the way, rights)
-        where = e.filename if e.filename is not None else args.command
+    except OSError as e:  # after BrokenPipeError: a path the user gave that cannot be made or written
+        if e.filename is None or e.errno not in PATH_ERRNOS:
+            raise
         if e.errno in (errno.EEXIST, errno.ENOTDIR):
-            print(f"error: {where}: a file is in the way of a folder to create (choose another --out, or move "
-                  "the file away)", file=sys.stderr)
+            print(f"error: {e.filename}: a file is in the way of a folder to create (move the file away, or "
+                  "choose another path)", file=sys.stderr)
+        elif fileio.is_no_space(e):
+            print(f"error: {fileio.DiskFullError(e.filename, e)}", file=sys.stderr)
         else:
-            print(f"error: {where}: {e.strerror or e} (check the path and its permissions)", file=sys.stderr)
+            print(f"error: {e.filename}: {e.strerror} (check the path and its permissions)", file=sys.stderr)
         return EXIT_USAGE
     except RuntimeError as e:
         # A CUDA failure (out of memory, a lost device) is the machine's, not a bug here: its first line says
         # what happened, and torch's further lines are debugging advice.
         if "CUDA" in str(e):
-            print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+            print(f"error: {next(line for line in str(e).splitlines() if 'CUDA' in line)}", file=sys.stderr)
             return 1
         raise
 

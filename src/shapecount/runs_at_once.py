@@ -43,6 +43,8 @@ def _child(conn, cfg: Config, data: GSNData, out: Path, resume: bool) -> None:
         conn.send(("training", str(e)))
     except KeyboardInterrupt:
         conn.send(("interrupted",))
+    except OSError as e:  # the parent reports it as it would in its own process (a path: one line)
+        conn.send(("os", e.errno, e.strerror, e.filename, traceback.format_exc()))
     except Exception:  # noqa: BLE001 - a bug: its traceback reaches the user as from one process
         conn.send(("crash", traceback.format_exc()))
     finally:
@@ -60,6 +62,9 @@ def _raise(name: str, reply: tuple) -> None:
         raise TrainingError(reply[1])
     if kind == "interrupted":
         raise KeyboardInterrupt
+    if kind == "os":
+        err = OSError(reply[1], reply[2]) if reply[3] is None else OSError(reply[1], reply[2], reply[3])
+        raise err from RuntimeError(f"the {name} run failed:\n{reply[4]}")
     raise RuntimeError(f"the {name} run failed:\n{reply[1] if len(reply) > 1 else reply}")
 
 
