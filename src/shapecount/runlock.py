@@ -2,7 +2,7 @@
 
 The lock is an `fcntl.flock` on an open file, so the kernel drops it when the process ends in any way (crash,
 SIGKILL, power loss of the process): a crashed run never leaves a folder locked. The file itself stays and
-holds the last owner's pid, for the message. Where `fcntl` does not exist (Windows) the lock is a no-op.
+holds the last owner's pid and what it was doing ("12345 training"), for the message. Where `fcntl` does not exist (Windows) the lock is a no-op.
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ def locked(folder: Path, what: str = "run"):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            raise UserError(folder, f"is in use by another shapecount {what} (pid {owner})",
+            pid, _, doing = os.pread(fd, 64, 0).decode("ascii", "replace").strip().partition(" ")
+            raise UserError(folder, f"is in use by another shapecount {doing or 'process'} (pid {pid or 'unknown'})",
                             "wait for it to finish, or choose another --out") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {what}\n".encode(), 0)
         yield
     finally:
         os.close(fd)  # releases the lock
