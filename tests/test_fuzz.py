@@ -585,11 +585,11 @@ def _corrupt_first_member(method: int) -> bytes:
 @example(raw=_zip_of([("a\nb/labels.csv", HEADER.encode()), ("x", b"1")]))
 @example(raw=_zip_of([("data/img\r\n.png", b"")]))
 @example(raw=b"PK\x05\x06" + bytes(18))  # an empty archive
-@example(raw=_corrupt_first_member(zipfile.ZIP_LZMA))  # found by this test: LZMAError escaped
+@example(raw=_corrupt_first_member(zipfile.ZIP_LZMA))  # lzma raises LZMAError on corrupt data
 @example(raw=_corrupt_first_member(zipfile.ZIP_BZIP2))
-@example(raw=_negative_offsets_zip())  # found by this test: "ValueError: negative seek value" escaped
-@example(raw=_future_version_zip())  # found by this test: NotImplementedError escaped
-@example(raw=MULTIDISK_ZIP)  # found while fixing the above: is_zipfile raised BadZipFile
+@example(raw=_negative_offsets_zip())  # zipfile seeks before the start: "ValueError: negative seek value"
+@example(raw=_future_version_zip())  # zipfile's constructor raises NotImplementedError
+@example(raw=MULTIDISK_ZIP)  # zipfile.is_zipfile raises BadZipFile on it
 @example(raw=b"")
 def test_fuzz_zip_archives(raw: bytes) -> None:
     with scratch() as d:

@@ -98,7 +98,6 @@ def test_groups_of_equal_size_and_top1_per_group():
     assert overlap.correct_by_name(["a", "b"], np.array([3, 4]), np.array([3, 5])) == {"a": True, "b": False}
 
 
-
 def test_a_witness_string_parses_back_to_its_shape():
     from shapecount.exact.decoder import Shape
 

@@ -224,9 +224,14 @@ def test_no_runs_json_defaults_and_unfinished_run(tmp_path: Path) -> None:
 def test_a_damaged_run_file_leaves_the_run_out_with_a_note(tmp_path: Path) -> None:
     make_reproduce(tmp_path, runs=("regression", "multitask"))
     (tmp_path / "multitask" / "config.json").write_text("[]")
+    (tmp_path / "regression" / "predictions.csv").write_bytes(b"name,true_class\n\xff\xfe,1\n")  # not UTF-8
     md = report.write_report(tmp_path, make_plots=False)[0].read_text()
     assert "Run 'multitask': " in md and "config.json: holds a JSON list, not an object" in md
+    assert "predictions.csv: cannot be read as CSV" in md  # that run stays, without its error analysis
     assert list(_results_csv(tmp_path)) == ["regression"]
+    (tmp_path / "regression" / "last.pt").write_bytes(b"")  # trained again and not finished: left out
+    assert "Run 'regression' has no metrics.json or is still training" in report.write_report(
+        tmp_path, make_plots=False)[0].read_text()
 
 
 def test_empty_folder_still_writes_report(tmp_path: Path) -> None:

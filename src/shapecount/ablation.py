@@ -80,7 +80,7 @@ class AuditView:
         try:
             preds = runfolder.load_predictions(run)
             pred = runfolder.effective_pred_class(preds, class_head)
-        except (OSError, KeyError, ValueError):
+        except (OSError, KeyError, ValueError, runfolder.RunFileError):
             return {}
         correct = overlap.correct_by_name(preds["name"], pred, preds["true_class"])
         out = {f"{p}_{i}": g["top1"] for p, v in self.measures.items()
@@ -137,7 +137,7 @@ def error_structure(run_dir: Path, class_head: bool = True) -> dict[str, float]:
         preds = runfolder.load_predictions(run_dir)
         true, pred = preds["true_class"], runfolder.effective_pred_class(preds, class_head)
         abs_err = np.abs(runfolder.pred_counts(preds) - runfolder.true_counts(preds))
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, runfolder.RunFileError):
         return {}
     if not len(true):
         return {}

@@ -186,7 +186,7 @@ class Config:
 
 
 # What --device and the device key accept (engine.pick_device resolves it).
-DEVICE_NAMES = re.compile(r"auto|cpu|cuda(:\d+)?")
+DEVICE_NAMES = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 
 def validate(cfg: Config) -> None:

@@ -52,7 +52,7 @@ def world_size() -> int:
     """The number of processes the launcher (torchrun) says there are: WORLD_SIZE, 1 when unset; a value that is
     not a positive whole number is a one-line error."""
     raw = os.environ.get("WORLD_SIZE", "1").strip()
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
         raise UserError("WORLD_SIZE", f"is {raw!r}, not a number of processes",
                         "unset it, or start the command with torchrun --nproc-per-node N")
     return int(raw)

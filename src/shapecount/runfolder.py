@@ -53,6 +53,10 @@ _STR_COLS = {"name"}
 _FIX_RUN_FILE = "rerun the command that wrote the run (with --force), or move the folder away"
 
 
+class RunFileError(UserError):
+    """A run-folder file that exists but is not what its writer writes (cut short, edited by hand)."""
+
+
 # ---------------------------------------------------------------- writers
 
 def write_metrics(run_dir: Path, metrics: dict) -> Path:
@@ -103,12 +107,16 @@ def _to_int(s: str) -> int:
 
 
 def _read_columns(path: Path) -> dict[str, list[str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        cols: dict[str, list[str]] = {k: [] for k in (reader.fieldnames or [])}
-        for row in reader:
-            for k, vals in cols.items():
-                vals.append(row.get(k) or "")
+    """A CSV file of a run folder as column name -> cells; a file that cannot be read as CSV raises RunFileError."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            cols: dict[str, list[str]] = {k: [] for k in (reader.fieldnames or [])}
+            for row in reader:
+                for k, vals in cols.items():
+                    vals.append(row.get(k) or "")
+    except (OSError, ValueError, csv.Error) as e:  # ValueError: UnicodeDecodeError
+        raise RunFileError(path, f"cannot be read as CSV ({' '.join(str(e).split())})", _FIX_RUN_FILE) from None
     return cols
 
 
@@ -147,10 +155,6 @@ def clear_run(run_dir: Path) -> None:
 def finished(run_dir: Path) -> bool:
     """Whether a run folder holds a finished run: its metrics and no resume state."""
     return (Path(run_dir) / METRICS_FILE).is_file() and not (Path(run_dir) / RESUME_FILE).exists()
-
-
-class RunFileError(UserError):
-    """A run-folder file that exists but is not what its writer writes (cut short, edited by hand)."""
 
 
 def load_json(path: Path) -> dict[str, Any] | None:

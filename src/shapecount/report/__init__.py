@@ -29,25 +29,6 @@ from shapecount.report.runs import COMPARISON_DIR, DEFAULT_RUNS, EDA_DIR, Run, d
 from shapecount.report.sections import ABLATION_FILE, ABLATION_SECTION, SECTIONS
 from shapecount.report.tables import NOT_TRAINED_CLS, NOT_TRAINED_CNT, RESULT_FIELDS, fmt
 
-__all__ = [
-           "ABLATION_FILE",
-           "ABLATION_SECTION",
-           "COMPARISON_DIR",
-           "DEFAULT_RUNS",
-           "EDA_DIR",
-           "NOT_TRAINED_CLS",
-           "NOT_TRAINED_CNT",
-           "RESULT_FIELDS",
-           "SECTIONS",
-           "Run",
-           "build_markdown",
-           "clear_outputs",
-           "compare",
-           "discover_runs",
-           "error_analysis",
-           "fmt",
-           "macro_f1",
-           "markdown_to_html",
-           "result_row",
-           "write_report",
-]
+__all__ = ["ABLATION_FILE", "ABLATION_SECTION", "COMPARISON_DIR", "DEFAULT_RUNS", "EDA_DIR", "NOT_TRAINED_CLS",
+           "NOT_TRAINED_CNT", "RESULT_FIELDS", "SECTIONS", "Run", "build_markdown", "clear_outputs", "compare",
+           "discover_runs", "error_analysis", "fmt", "macro_f1", "markdown_to_html", "result_row", "write_report"]

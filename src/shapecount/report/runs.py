@@ -113,18 +113,26 @@ def discover_runs(out: Path) -> tuple[list[Run], dict[str, Any] | None, list[str
         except runfolder.RunFileError as e:
             notes.append(f"Run '{name}': {e}: left out.")
             continue
-        if metrics is None:
-            notes.append(f"Run '{name}' has no metrics.json (unfinished?): left out.")
+        if metrics is None or not runfolder.finished(run_dir):
+            notes.append(f"Run '{name}' has no metrics.json or is still training (unfinished?): left out.")
             continue
         run = Run(name, run_dir, label, config, metrics)
         if run.config is None:
             notes.append(f"Run '{name}' has no config.json: its setup is inferred from metrics.json.")
-        hist = runfolder.load_history(run_dir) if (run_dir / runfolder.HISTORY_FILE).is_file() else {}
+        try:
+            hist = runfolder.load_history(run_dir) if (run_dir / runfolder.HISTORY_FILE).is_file() else {}
+        except runfolder.RunFileError as e:
+            notes.append(f"Run '{name}': {e}.")
+            hist = {}
         if hist and len(next(iter(hist.values()))):
             run.history = hist
         else:
             notes.append(f"Run '{name}' has no (or an empty) history.csv: no curves for it.")
-        preds = runfolder.load_predictions(run_dir) if (run_dir / runfolder.PREDICTIONS_FILE).is_file() else {}
+        try:
+            preds = runfolder.load_predictions(run_dir) if (run_dir / runfolder.PREDICTIONS_FILE).is_file() else {}
+        except runfolder.RunFileError as e:
+            notes.append(f"Run '{name}': {e}.")
+            preds = {}
         if len(preds.get("true_class", [])) and "pred_class" in preds:
             run.preds = preds
         else:

@@ -452,7 +452,7 @@ def _discussion(runs: list[Run], rows: list[dict]) -> list[str]:
         s.append("No run with a trained class head and a known lambda_cnt.")
     elif set(lams) <= {0.0, MULTITASK_LAMBDA}:
         s.append("Only lambda_cnt = " + " and ".join(f"{v:g}" for v in lams) + " were run (0 = classification-only, "
-                 "5 = the multitask default), so the effect of lambda is the multitask effect above; no other value "
+                 f"{MULTITASK_LAMBDA:g} = the multitask default), so the effect of lambda is the multitask effect above; no other value "
                  "was measured and nothing is claimed about an optimal lambda.")
     else:
         t = []
