@@ -34,11 +34,16 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def refuse_a_file(out: Path) -> None:
+    """An output folder that is a file is a one-line error, checked before anything is locked or written."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(out, "exists and is not a folder", "choose another --out")
+
+
 def prepare_out_dir(out: Path, force: bool, resume: bool = False) -> Path:
     """Refuse to mix a new run into an old one unless asked: results must never be silently overwritten."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(out, "exists and is not a folder", "choose another --out")
+    refuse_a_file(out)
     if not (force or resume) and any((out / m).exists() for m in (*runfolder.RUN_MARKERS, RESUME_FILE)):
         raise UserError(out, "already holds a run", "choose another --out, pass --resume to continue it, "
                         "or --force to overwrite")
@@ -117,8 +122,7 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
     interrupted run from its last complete epoch, with the same result as an uninterrupted run on CPU."""
     train, select, val = run_splits(cfg, data)  # checked before anything is written (or cleared by --force)
     engine.pick_device(cfg.device)
-    if Path(out).exists() and not Path(out).is_dir():
-        raise UserError(out, "exists and is not a folder", "choose another --out")
+    refuse_a_file(out)
     if not world.main:
         return _run_worker(cfg, data, train, select, Path(out), resume, world)
     with runlock.locked(out, "training"):
@@ -239,8 +243,7 @@ def evaluate_checkpoint(checkpoint: Path, data: GSNData, out: Path, force: bool 
     device = engine.pick_device(device_name)
     cpu = runtime.configure_cpu()
     model, cfg, ckpt = load_checkpoint(checkpoint, device)
-    if Path(out).exists() and not Path(out).is_dir():
-        raise UserError(out, "exists and is not a folder", "choose another --out")
+    refuse_a_file(out)
     with runlock.locked(out, "evaluation"):
         out = prepare_out_dir(out, force)
         val = run_splits(dataclasses.replace(cfg, holdout=0), data)[2]
@@ -349,8 +352,7 @@ def reproduce(data: GSNData, out: Path, recipe: str = DEFAULT_RECIPE, overrides:
     at_once: train the experiments at the same time, one process each (see `at_once_plan`); None decides by
     the machine."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(out, "exists and is not a folder", "choose another --out")
+    refuse_a_file(out)
     for e in experiments:  # validate every config, and its device, before anything is created or cleared
         engine.pick_device(make_config(e, recipe, overrides).device)
     with runlock.locked(out, "reproduce"):
