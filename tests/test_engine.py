@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from shapecount import engine, evaluation
+from shapecount import engine, evaluation, schedule
 from shapecount.config import make_config
 from shapecount.model import build_model
 
@@ -45,7 +45,7 @@ def test_epoch_indices_expansion():
 def _lr_trace(cfg, steps_per_epoch: int) -> list[float]:
     """The lr factor at every step of a whole run (base lr 1.0)."""
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = engine.make_scheduler(opt, cfg, steps_per_epoch=steps_per_epoch)
+    sched = schedule.make_scheduler(opt, cfg, steps_per_epoch=steps_per_epoch)
     lrs = []
     for _ in range(cfg.epochs * steps_per_epoch):
         lrs.append(opt.param_groups[0]["lr"])
@@ -150,7 +150,7 @@ def test_fc_lr_scale_gives_the_big_linear_layer_its_own_lr():
     others = [p for n, p in model.named_parameters() if not n.startswith("backbone.9.")]
     assert {by_param[id(p)] for p in others} == {cfg.lr}
     assert len(by_param) == len(list(model.parameters()))  # every parameter once
-    sched = engine.make_scheduler(opt, cfg, steps_per_epoch=5)
+    sched = schedule.make_scheduler(opt, cfg, steps_per_epoch=5)
     for _ in range(7):
         opt.step()
         sched.step()
@@ -170,7 +170,7 @@ def test_conv_lr_scale_gives_the_convolutions_their_own_lr_and_only_then_a_group
         layer = int(name.split(".")[1]) if name.startswith("backbone.") else None
         want = cfg.lr * (3.0 if layer is not None and layer < 8 else 0.5 if layer == 9 else 1.0)
         assert math.isclose(by_param[id(p)], want), name
-    sched = engine.make_scheduler(opt, cfg, steps_per_epoch=5)
+    sched = schedule.make_scheduler(opt, cfg, steps_per_epoch=5)
     for _ in range(7):
         opt.step()
         sched.step()
@@ -216,21 +216,21 @@ def test_init_and_fc_lr_scale_are_validated():
 
 def test_plan_epochs_fits_the_budget_within_the_cap_and_ends_the_warmup():
     cfg = make_config("multitask", "fast", {"minutes": 10})  # 40 epochs at most, 2 of warmup
-    assert engine.plan_epochs(cfg, first_epoch_s=45) == 13  # 600 s // 45 s
-    assert engine.plan_epochs(cfg, first_epoch_s=1) == 40  # the cap
-    assert engine.plan_epochs(cfg, first_epoch_s=1000) == 3  # the warmup ends whatever the budget
+    assert schedule.plan_epochs(cfg, first_epoch_s=45) == 13  # 600 s // 45 s
+    assert schedule.plan_epochs(cfg, first_epoch_s=1) == 40  # the cap
+    assert schedule.plan_epochs(cfg, first_epoch_s=1000) == 3  # the warmup ends whatever the budget
     protocol = make_config("multitask", "protocol", {"minutes": 1})
-    assert engine.plan_epochs(protocol, first_epoch_s=1000) == 1
+    assert schedule.plan_epochs(protocol, first_epoch_s=1000) == 1
 
 
 def test_a_budgeted_run_is_cut_short_only_when_it_slows_past_its_budget():
     cfg = make_config("multitask", "fast", {"minutes": 10})  # 600 s; 13 epochs planned from a 45 s first one
-    assert engine.replan_epochs(cfg, 13, [45.0, 44.0, 47.0]) == 13  # on course
-    assert engine.replan_epochs(cfg, 13, [45.0, 50.0, 49.0, 51.0]) == 13  # 10% over at most: the plan stays
-    assert engine.replan_epochs(cfg, 13, [45.0, 44.0, 90.0, 90.0, 90.0]) == 7  # 136 s left at the pace of 90 s
-    assert engine.replan_epochs(cfg, 13, [45.0] * 5 + [600.0]) == 6  # over budget already: stop now
-    assert engine.replan_epochs(cfg, 13, [45.0, 10.0, 10.0]) == 13  # faster: never longer than planned
-    assert engine.replan_epochs(cfg, 13, [400.0, 400.0]) == 3  # the warmup (2 epochs) still ends
+    assert schedule.replan_epochs(cfg, 13, [45.0, 44.0, 47.0]) == 13  # on course
+    assert schedule.replan_epochs(cfg, 13, [45.0, 50.0, 49.0, 51.0]) == 13  # 10% over at most: the plan stays
+    assert schedule.replan_epochs(cfg, 13, [45.0, 44.0, 90.0, 90.0, 90.0]) == 7  # 136 s left at the pace of 90 s
+    assert schedule.replan_epochs(cfg, 13, [45.0] * 5 + [600.0]) == 6  # over budget already: stop now
+    assert schedule.replan_epochs(cfg, 13, [45.0, 10.0, 10.0]) == 13  # faster: never longer than planned
+    assert schedule.replan_epochs(cfg, 13, [400.0, 400.0]) == 3  # the warmup (2 epochs) still ends
 
 
 def test_synth_hidden_reaches_each_epochs_draw_and_the_run_resumes_exactly(tmp_path, monkeypatch):

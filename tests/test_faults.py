@@ -240,6 +240,22 @@ def test_a_crashed_holder_does_not_leave_the_folder_locked(tiny, tmp_path):
     assert (out / runlock.LOCK_NAME).read_text().split()[0] == str(os.getpid())
 
 
+
+def test_a_failure_before_anything_is_written_leaves_no_folder(tmp_path):
+    out = tmp_path / "new" / "run"
+    with pytest.raises(RuntimeError), runlock.locked(out, "training"):
+        assert (out / runlock.LOCK_NAME).is_file()
+        raise RuntimeError("failed before writing")
+    assert not (tmp_path / "new").exists()  # the folder and the parent the lock made are gone
+    with runlock.locked(out):
+        (out / "config.json").write_text("{}")
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "config.json"]  # a folder written to stays
+    kept = tmp_path / "existing"
+    kept.mkdir()
+    with runlock.locked(kept):
+        pass
+    assert (kept / runlock.LOCK_NAME).is_file()  # a folder the user made is left as it was, lock file and all
+
 def test_two_processes_building_the_data_cache_both_succeed(tiny, isolated_cache):
     argv = [sys.executable, "-m", "shapecount", "check", "--data", str(tiny)]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]

@@ -14,7 +14,7 @@ import torch
 
 from conftest import write_gsn_dir
 from helpers.interrupt import run_interrupted
-from shapecount import experiments
+from shapecount import experiments, schedule
 from shapecount.cli import main
 from shapecount.config import make_config
 from shapecount.data import load_gsn
@@ -196,12 +196,10 @@ def test_resume_without_threads_keeps_the_thread_count_the_run_started_with(tiny
 
 
 def test_a_budgeted_run_that_slows_down_is_cut_short_and_says_so(tiny, tmp_path, monkeypatch):
-    from shapecount import engine
-
     data = load_gsn(str(tiny), progress=False)
-    monkeypatch.setattr(engine, "plan_epochs", lambda c, first_s: 5)
+    monkeypatch.setattr(schedule, "plan_epochs", lambda c, first_s: 5)
     # after the second epoch the machine "slows down": only 3 epochs fit
-    monkeypatch.setattr(engine, "replan_epochs", lambda c, planned, seconds: 3 if len(seconds) >= 2 else planned)
+    monkeypatch.setattr(schedule, "replan_epochs", lambda c, planned, seconds: 3 if len(seconds) >= 2 else planned)
     lines = []
     budget = cfg(epochs=6, minutes=1.0, schedule="cosine", warmup_epochs=1)
     m = experiments.run_experiment(budget, data, tmp_path / "a", log=lines.append, progress=False)
@@ -216,17 +214,15 @@ def test_a_budgeted_run_that_slows_down_is_cut_short_and_says_so(tiny, tmp_path,
 def test_time_budget_run_equals_the_run_of_the_epochs_it_chose_and_resumes(tiny, tmp_path, monkeypatch):
     # cosine with a warmup: the schedule is laid out again after the first epoch, so the lr of every step
     # after it must match a plain run of the chosen length; the count survives an interruption
-    from shapecount import engine
-
     data = load_gsn(str(tiny), progress=False)
     sched = {"schedule": "cosine", "warmup_epochs": 1}
     experiments.run_experiment(cfg(epochs=3, **sched), data, tmp_path / "plain", progress=False)
-    monkeypatch.setattr(engine, "plan_epochs", lambda c, first_s: 3)  # 3 of up to 6 fit in the budget
+    monkeypatch.setattr(schedule, "plan_epochs", lambda c, first_s: 3)  # 3 of up to 6 fit in the budget
     budget = cfg(epochs=6, minutes=1.0, **sched)
     experiments.run_experiment(budget, data, tmp_path / "a", progress=False)
     same_run(tmp_path / "plain", tmp_path / "a")
     assert json.loads((tmp_path / "a" / "metrics.json").read_text())["epochs_planned"] == 3
     run_interrupted(budget, data, tmp_path / "r", monkeypatch, epoch=3)
-    monkeypatch.setattr(engine, "plan_epochs", lambda c, first_s: pytest.fail("planned again on resume"))
+    monkeypatch.setattr(schedule, "plan_epochs", lambda c, first_s: pytest.fail("planned again on resume"))
     experiments.run_experiment(budget, data, tmp_path / "r", progress=False, resume=True)
     same_run(tmp_path / "plain", tmp_path / "r")

@@ -102,8 +102,8 @@ class Config:
     epochs: int = 100
     # a wall-clock budget for training, in minutes (0 = none): the first epoch (training and evaluation) is
     # timed and the run gets as many epochs as fit (at most `epochs`), the lr schedule laid out over them
-    # (engine.plan_epochs); metrics.json has the count as epochs_planned, and `--epochs N` with minutes=0
-    # repeats the run exactly, unless later epochs ran so slow that the plan was cut (engine.replan_epochs)
+    # (schedule.plan_epochs); metrics.json has the count as epochs_planned, and `--epochs N` with minutes=0
+    # repeats the run exactly, unless later epochs ran so slow that the plan was cut (schedule.replan_epochs)
     minutes: float = 0.0
     patience: int = 15
     monitor: str = "auto"  # auto: val_top1 when the class head is trained, else val_rmse

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from shapecount import augment, distributed, labels, runtime, synth
+from shapecount import augment, distributed, labels, runtime, schedule, synth
 from shapecount.config import DEVICE_NAMES
 from shapecount.ema import WeightEma
 from shapecount.errors import UserError
@@ -100,61 +100,6 @@ def make_optimizer(model: nn.Module, cfg, extra: nn.Module | None = None) -> tor
     if conv:
         groups.append({"params": conv, "lr": cfg.lr * cfg.conv_lr_scale})
     return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int, epochs: int | None = None):
-    """Per-step LambdaLR: constant (the protocol), or linear warmup then cosine to 0 over `epochs` (default
-    cfg.epochs; fewer when a time budget chose them, plan_epochs)."""
-    epochs = cfg.epochs if epochs is None else epochs
-    total = max(1, epochs * steps_per_epoch)
-    # Warmup is capped below the run's length (e.g. `--epochs 2` with the fast recipe's 2 warmup epochs), so
-    # that a short run still reaches its peak lr and decays.
-    warm = min(cfg.warmup_epochs, max(epochs - 1, 0)) * steps_per_epoch
-
-    def factor(step: int) -> float:
-        if cfg.schedule == "constant":
-            return 1.0
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def plan_epochs(cfg, first_epoch_s: float) -> int:
-    """How many epochs fit in cfg.minutes, judged by the first one (training and evaluation): at most
-    cfg.epochs, and at least enough to end the warmup. The first epoch's lr is then the same as in a run of
-    that many epochs without a budget (it is in the warmup, or the schedule is constant), so `--epochs N`
-    with minutes=0 repeats the run exactly."""
-    fits = int(cfg.minutes * 60 // max(first_epoch_s, 1e-9))
-    return max(_least_epochs(cfg), min(cfg.epochs, fits))
-
-
-def _least_epochs(cfg) -> int:
-    """The shortest plan a budget may give: one that ends the cosine schedule's warmup (at most cfg.epochs)."""
-    return min(cfg.epochs, cfg.warmup_epochs + 1) if cfg.schedule == "cosine" else 1
-
-
-# A budgeted run is cut short only when it is heading this far past its budget: epochs on one machine vary by
-# 10-30% from one to the next, and a plan that is redone at every wobble no longer equals one plain run.
-OVERRUN_TOLERANCE = 0.10
-# Epochs whose mean predicts the rest: recent enough to see a slow-down (another process starting), several
-# so that one slow evaluation does not cut the run.
-RECENT_EPOCHS = 3
-
-
-def replan_epochs(cfg, planned: int, seconds: list[float]) -> int:
-    """The plan after an epoch of a budgeted run, given every epoch's seconds so far: `planned` while the run
-    is on course to end within cfg.minutes (plus OVERRUN_TOLERANCE), else as many epochs as the budget left
-    holds at the pace of the last RECENT_EPOCHS (at least the epochs done, and the end of the warmup). Never
-    more than planned: the first epoch's plan (plan_epochs) stays the run's length unless the machine slows."""
-    done = len(seconds)
-    recent = sum(seconds[-RECENT_EPOCHS:]) / len(seconds[-RECENT_EPOCHS:])
-    budget, spent = cfg.minutes * 60, sum(seconds)
-    if spent + (planned - done) * recent <= budget * (1 + OVERRUN_TOLERANCE):
-        return planned
-    fits = done + int(max(0.0, budget - spent) // max(recent, 1e-9))
-    return max(done, _least_epochs(cfg), min(planned, fits))
 
 
 def epoch_indices(n: int, copies: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -349,18 +294,6 @@ def capture_state(model: nn.Module, optimizer, scheduler, stopper: EarlyStopping
     }
 
 
-def _replanned(scheduler, optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int, epochs: int):
-    """The scheduler laid out over `epochs` instead, at the step `scheduler` has reached. A new LambdaLR sets
-    the optimizer's lr to its step-0 value, so the lr of the step reached is put back."""
-    new = make_scheduler(optimizer, cfg, steps_per_epoch, epochs)
-    new.load_state_dict(scheduler.state_dict())
-    lrs = [base * f(new.last_epoch) for base, f in zip(new.base_lrs, new.lr_lambdas)]
-    for group, lr in zip(optimizer.param_groups, lrs):
-        group["lr"] = lr
-    new._last_lr = lrs
-    return new
-
-
 class ResumeError(ValueError):
     """A saved training state that does not fit the model, optimizer or loop it is restored into."""
 
@@ -396,7 +329,7 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
     on_epoch(row, state) is called after every epoch; state() captures the full training state (for a resume
     checkpoint; the caller decides where it goes). resume: such a state, to continue after its epoch.
     With cfg.minutes, on_plan(epochs, epoch_seconds) tells the count chosen after the first epoch, and the
-    shorter one if later epochs run too slow for the budget (replan_epochs)."""
+    shorter one if later epochs run too slow for the budget (schedule.replan_epochs)."""
     # Training only: the anchor head teaches the convolutions where each shape is (synthetic images carry the
     # points); it is not part of the returned model.
     anchor_head = make_anchor_head(cfg.aux_kernel).to(device) if cfg.aux_anchor > 0 else None
@@ -416,11 +349,11 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
     optimizer = make_optimizer(model, cfg, anchor_head)
     scaler = make_scaler(cfg, device)
     steps = math.ceil((len(train_images) + cfg.synth_per_epoch) * (cfg.aug_copies + 1) / cfg.batch_size)
-    scheduler = make_scheduler(optimizer, cfg, steps)
+    scheduler = schedule.make_scheduler(optimizer, cfg, steps)
     stopper = EarlyStopping(cfg.resolved_monitor(), cfg.patience)
     history: list[dict] = []
     done = 0
-    planned = cfg.epochs  # with cfg.minutes, fewer once the first epoch has been timed (plan_epochs)
+    planned = cfg.epochs  # with cfg.minutes, fewer once the first epoch has been timed (schedule.plan_epochs)
     if resume is not None:
         try:
             done, history = restore_state(resume, model, optimizer, scheduler, stopper, gen, anchor_head, ema)
@@ -428,7 +361,7 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
                 scaler.load_state_dict(resume["scaler"])
             planned = int(resume.get("epochs_planned", cfg.epochs))
             if planned != cfg.epochs:
-                scheduler = _replanned(scheduler, optimizer, cfg, steps, planned)
+                scheduler = schedule.replanned(scheduler, optimizer, cfg, steps, planned)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             raise ResumeError(f"the saved training state does not fit ({type(e).__name__})") from e
     # On a GPU the training images live there (9,000 of them are 7 MB) and synthetic ones are drawn there:
@@ -485,9 +418,10 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
                                                                         device=device), world)[0]) / world.size
                 epoch_seconds.append(seconds)
                 before = planned
-                planned = plan_epochs(cfg, seconds) if epoch == 1 else replan_epochs(cfg, planned, epoch_seconds)
+                planned = (schedule.plan_epochs(cfg, seconds) if epoch == 1
+                           else schedule.replan_epochs(cfg, planned, epoch_seconds))
                 if planned != before:
-                    scheduler = _replanned(scheduler, optimizer, cfg, steps, planned)
+                    scheduler = schedule.replanned(scheduler, optimizer, cfg, steps, planned)
                 if on_plan and (epoch == 1 or planned != before):
                     on_plan(planned, epoch_seconds)
             improved = stopper.step(row[stopper.monitor], epoch, evaluated)
