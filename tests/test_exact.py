@@ -209,3 +209,19 @@ def test_paused_search_resumes_to_the_same_result():
     while not parts.run(budget):
         budget += 37
     assert np.array_equal(whole.hist, parts.hist) and parts.nodes == whole.nodes
+
+
+def test_split_correct_counts_decidable_and_ambiguous_images_apart():
+    from shapecount.exact.audit import map_correct, split_correct
+
+    def row(label, feasible, unknown=False):
+        return {"label": label, "unknown": unknown, "feasible": {str(k): {"p": p} for k, p in feasible.items()}}
+
+    rows = {"a": row(3, {3: 1.0}), "b": row(5, {5: 1.0}),  # decidable
+            "c": row(7, {7: 0.6, 9: 0.4}), "d": row(9, {7: 0.6, 9: 0.4}),  # ambiguous: MAP right on c only
+            "e": row(1, {1: 1.0}, unknown=True)}  # an unfinished search is not decidable
+    got = split_correct(rows, {"a": True, "b": False, "c": False, "d": True, "e": True, "not audited": False})
+    assert got == {"n_dec": 2, "n_amb": 3, "errors_dec": 1, "errors_amb": 1, "acc_dec": 0.5, "acc_amb": 2 / 3}
+    ceiling = split_correct(rows, map_correct(rows))
+    assert (ceiling["acc_dec"], ceiling["errors_amb"]) == (1.0, 1)  # the MAP class is right on every decidable one
+    assert split_correct(rows, {})["acc_dec"] is None

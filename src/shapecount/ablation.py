@@ -19,7 +19,7 @@ import numpy as np
 from shapecount import fileio, runfolder
 from shapecount import labels as L
 from shapecount.exact import overlap
-from shapecount.exact.audit import map_right, read_audit
+from shapecount.exact.audit import map_correct, read_audit, split_correct
 from shapecount.mdtable import md_table
 from shapecount.metrics import error_split
 
@@ -67,11 +67,11 @@ class AuditView:
 
     def ceiling(self) -> dict[str, float | None]:
         """The exact decoder's own row: its MAP class is right on every decidable image by definition."""
-        amb = [r for n, r in self.rows.items() if n not in self.decidable]
+        correct = map_correct(self.rows)
         out: dict[str, float | None] = {f"{p}_{i}": 1.0 for p, _ in GROUPINGS for i in range(OVERLAP_BINS)}
         out["dec_top1"] = 1.0
-        out["amb_top1"] = sum(map(map_right, amb)) / len(amb) if amb else None
-        out["top1_accuracy"] = sum(map(map_right, self.rows.values())) / len(self.rows)
+        out["amb_top1"] = split_correct(self.rows, correct)["acc_amb"]
+        out["top1_accuracy"] = sum(correct.values()) / len(correct)
         return out
 
     def of_run(self, run: Path, class_head: bool) -> dict[str, float]:
@@ -85,10 +85,9 @@ class AuditView:
         correct = overlap.correct_by_name(preds["name"], pred, preds["true_class"])
         out = {f"{p}_{i}": g["top1"] for p, v in self.measures.items()
                for i, g in enumerate(overlap.top1_by_group(v, self.edges[p], correct)) if g["top1"] is not None}
-        for key, keep in (("dec_top1", lambda n: n in self.decidable), ("amb_top1", lambda n: n not in self.decidable)):
-            hits = [ok for n, ok in correct.items() if n in self.rows and keep(n)]
-            if hits:
-                out[key] = sum(hits) / len(hits)
+        split = split_correct(self.rows, correct)
+        out.update({key: split[acc] for key, acc in (("dec_top1", "acc_dec"), ("amb_top1", "acc_amb"))
+                    if split[acc] is not None})
         return out
 
 

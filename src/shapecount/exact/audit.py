@@ -56,6 +56,21 @@ def map_right(row: dict) -> bool:
     return map_class(row) == str(row["label"])
 
 
+def split_correct(rows: dict[str, dict], correct: dict[str, bool]) -> dict:
+    """Top-1 on the decidable and on the ambiguous images of an audit (rows: {image name: record}), from
+    `correct` ({image name: whether the class was right}); images the audit does not cover are left out.
+    {"n_dec", "n_amb", "errors_dec", "errors_amb", "acc_dec", "acc_amb"}, an accuracy None where no image."""
+    dec = [bool(ok) for n, ok in correct.items() if n in rows and is_decidable(rows[n])]
+    amb = [bool(ok) for n, ok in correct.items() if n in rows and not is_decidable(rows[n])]
+    return {"n_dec": len(dec), "n_amb": len(amb), "errors_dec": dec.count(False), "errors_amb": amb.count(False),
+            "acc_dec": sum(dec) / len(dec) if dec else None, "acc_amb": sum(amb) / len(amb) if amb else None}
+
+
+def map_correct(rows: dict[str, dict]) -> dict[str, bool]:
+    """Whether the exact decoder's MAP class is right, per image of an audit: the ceiling as a run's `correct`."""
+    return {name: map_right(row) for name, row in rows.items()}
+
+
 # ---- worker processes -----------------------------------------------------------------------------------
 
 _WORKER: dict = {}

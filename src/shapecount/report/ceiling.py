@@ -10,12 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from shapecount import fileio
 from shapecount import labels as L
 from shapecount.exact import overlap
-from shapecount.exact.audit import is_decidable, map_right, read_audit
+from shapecount.exact.audit import is_decidable, map_correct, read_audit, split_correct
 from shapecount.mdtable import md_table
 from shapecount.report.runs import Run
 from shapecount.report.tables import fmt
@@ -35,24 +33,19 @@ def load_audit(out: Path) -> dict[str, Any] | None:
 
 
 def split_accuracy(run: Run, audit: dict[str, Any]) -> dict[str, Any] | None:
-    """A run's top-1 on the decidable and on the ambiguous validation images, and its decidable errors."""
-    p = run.preds
-    if p is None:
+    """A run's top-1 on the decidable and on the ambiguous validation images (exact.audit.split_correct), and
+    its decidable errors as (name, true class, predicted class); None when it covers no audited image."""
+    correct = run_correct(run)
+    if correct is None:
         return None
     rows = audit["rows"]
-    names = [str(n) for n in p["name"]]
-    keep = np.array([n in rows for n in names])  # the audit may cover only some of the images
-    if not keep.any():
+    sp = split_correct(rows, correct)
+    if not sp["n_dec"] + sp["n_amb"]:  # the audit may cover only some of the images
         return None
-    names = [n for n, k in zip(names, keep) if k]
-    pred = np.asarray(run.pred_class())[keep]
-    true = np.asarray(p["true_class"])[keep]
-    dec = np.array([is_decidable(rows[n]) for n in names])
-    ok = pred == true
-    wrong = [(n, int(t), int(q)) for n, t, q, d, o in zip(names, true, pred, dec, ok) if d and not o]
-    return {"n_dec": int(dec.sum()), "acc_dec": float(ok[dec].mean()) if dec.any() else float("nan"),
-            "n_amb": int((~dec).sum()), "acc_amb": float(ok[~dec].mean()) if (~dec).any() else float("nan"),
-            "errors_dec": int((dec & ~ok).sum()), "errors_amb": int((~dec & ~ok).sum()), "wrong_dec": wrong}
+    p = run.preds
+    sp["wrong_dec"] = [(str(n), int(t), int(q)) for n, t, q in zip(p["name"], p["true_class"], run.pred_class())
+                       if str(n) in rows and is_decidable(rows[str(n)]) and not correct[str(n)]]
+    return sp
 
 
 def summary_line(audit: dict[str, Any]) -> str:
@@ -66,10 +59,9 @@ def summary_line(audit: dict[str, Any]) -> str:
 
 def ceiling_table(runs: list[Run], rows: list[dict], audit: dict[str, Any]) -> list[str]:
     s = audit["summary"]
-    amb = [r for r in audit["rows"].values() if not is_decidable(r)]
-    amb_ok = sum(map(map_right, amb))
-    body = [["exact decoding, MAP (ceiling)", fmt(s["map_accuracy"]), "1.000",
-             fmt(amb_ok / len(amb)) if amb else "n/a", "0", str(len(amb) - amb_ok)]]
+    best = split_correct(audit["rows"], map_correct(audit["rows"]))
+    body = [["exact decoding, MAP (ceiling)", fmt(s["map_accuracy"]), "1.000", fmt(best["acc_amb"]), "0",
+             str(best["errors_amb"])]]
     for r, row in zip(runs, rows):
         sp = split_accuracy(r, audit)
         if sp is None or row["top1"] is None:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from shapecount import runfolder
+from shapecount.config import EXPERIMENT_PRESETS
 
 DEFAULT_RUNS = ("classification", "regression", "multitask")
 EDA_DIR = "eda"
@@ -141,3 +142,20 @@ def discover_runs(out: Path) -> tuple[list[Run], dict[str, Any] | None, list[str
             run.label = f"{name} (lambda={run.lambda_cnt:g})"
         runs.append(run)
     return runs, meta, notes
+
+
+MULTITASK_LAMBDA = EXPERIMENT_PRESETS["multitask"]["lambda_cnt"]
+
+
+def pick(runs: list[Run], kind: str, name: str) -> Run | None:
+    """The run of `kind` named `name`, else (multitask) the one with the preset's lambda_cnt, else the first of
+    `kind`."""
+    same = [r for r in runs if r.kind == kind]
+    for r in same:
+        if r.name == name:
+            return r
+    if kind == "multitask":
+        for r in same:
+            if r.lambda_cnt == MULTITASK_LAMBDA:
+                return r
+    return same[0] if same else None

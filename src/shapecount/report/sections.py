@@ -1,7 +1,8 @@
 """The text of the report, one function per section: each returns the section's Markdown lines.
 
-Numbers come from analysis.py and tables from tables.py; sections 4 and 5 and the ablation section are mostly
-fixed prose, kept as Jinja2 templates (templates/*.md.j2) filled with the runs' values. Figures are referenced
+Numbers come from analysis.py and tables from tables.py; sections 4 and 5 (how the runs were set up) are in
+setups.py. Those two and the ablation section are mostly fixed prose, kept as Jinja2 templates
+(templates/*.md.j2) filled with the runs' values. Figures are referenced
 by their path relative to the reproduce folder, or replaced by a note when the file is missing.
 """
 
@@ -10,13 +11,8 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any
-
-import jinja2
 
 from shapecount import labels, plots, runfolder
-from shapecount.augment import AugmentSpec
-from shapecount.config import EXPERIMENT_PRESETS, widened_name
 from shapecount.mdtable import md_table
 from shapecount.report import ceiling
 from shapecount.report.analysis import (
@@ -26,57 +22,15 @@ from shapecount.report.analysis import (
     mcnemar,
     time_to_accuracy,
 )
-from shapecount.report.runs import COMPARISON_DIR, EDA_DIR, Run, num
+from shapecount.report.runs import COMPARISON_DIR, EDA_DIR, MULTITASK_LAMBDA, Run, num, pick
+from shapecount.report.setups import augmentations, setups
 from shapecount.report.tables import NOT_TRAINED_CNT, csv_to_md, fmt, per_pair_md, results_table_md
+from shapecount.report.text import demote, fig, render
 
 SECTIONS = ("1. Summary", "2. Data (EDA)", "3. Architecture", "4. Augmentations and why", "5. Setups",
             "6. Results", "7. Confusion matrices", "8. Error analysis", "9. Discussion")
 ABLATION_FILE = "ablation.md"
 ABLATION_SECTION = "10. Ablation"
-AUG_KEYS = ("aug_hflip", "aug_vflip", "aug_rot90", "aug_brightness", "aug_noise", "aug_erase", "aug_at_least_one",
-            "aug_copies", "tta")
-
-_TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("shapecount.report", "templates"), autoescape=False,
-                                trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-                                undefined=jinja2.StrictUndefined)
-
-
-def _render(template: str, **values: Any) -> list[str]:
-    return _TEMPLATES.get_template(template).render(**values).split("\n")
-
-
-def _fig(out: Path, rel: str, caption: str) -> str:
-    if (out / rel).is_file():
-        return f"![{caption}]({rel})\n"
-    return f"> Not available: `{rel}` is missing.\n"
-
-
-def _demote(text: str, by: int = 2) -> str:
-    out, fence = [], False
-    for line in text.splitlines():
-        if line.startswith("```"):
-            fence = not fence
-        if not fence and re.match(r"#{1,6} ", line):
-            line = "#" * by + line
-        out.append(line)
-    return "\n".join(out).strip() + "\n"
-
-
-MULTITASK_LAMBDA = EXPERIMENT_PRESETS["multitask"]["lambda_cnt"]
-
-
-def _pick(runs: list[Run], kind: str, name: str) -> Run | None:
-    """The run of `kind` named `name`, else (multitask) the one with the preset's lambda_cnt, else the first of
-    `kind`."""
-    same = [r for r in runs if r.kind == kind]
-    for r in same:
-        if r.name == name:
-            return r
-    if kind == "multitask":
-        for r in same:
-            if r.lambda_cnt == MULTITASK_LAMBDA:
-                return r
-    return same[0] if same else None
 
 
 def _summary(out: Path, runs: list[Run], rows: list[dict], meta: dict | None, notes: list[str]) -> list[str]:
@@ -129,13 +83,13 @@ def _eda(out: Path) -> list[str]:
     summary = ""
     if (d / "summary.md").is_file():
         summary = (d / "summary.md").read_text(encoding="utf-8")
-        text = _demote(summary, 2)
+        text = demote(summary, 2)
         # figure paths in summary.md are relative to eda/; the report lives one folder up
         text = re.sub(r"!\[(.*?)\]\((?![a-z]+:|/)(.*?)\)", rf"![\1]({EDA_DIR}/\2)", text)
         s += [text]
     else:
         s += ["> `eda/summary.md` is missing.", ""]
-    s += ["### Class histogram", "", _fig(out, f"{EDA_DIR}/class_histogram.png", "Images per class (135 classes)")]
+    s += ["### Class histogram", "", fig(out, f"{EDA_DIR}/class_histogram.png", "Images per class (135 classes)")]
     s += ["### Counts per type", ""]
     if (d / "count_table.md").is_file():
         table = (d / "count_table.md").read_text(encoding="utf-8")
@@ -143,20 +97,20 @@ def _eda(out: Path) -> list[str]:
         if rows and all(r in summary for r in rows[:3]):
             s += ["(The table is part of the EDA summary above.)", ""]
         else:
-            s += [_demote(table, 3)]
+            s += [demote(table, 3)]
     elif (d / "count_table.csv").is_file():
         s += [csv_to_md(d / "count_table.csv")]
     else:
         s += ["> Not available: `eda/count_table.md` is missing.", ""]
-    s += ["### Examples", "", _fig(out, f"{EDA_DIR}/examples.png", "Example images with their labels")]
-    s += ["### Pair balance", "", _fig(out, f"{EDA_DIR}/pair_balance.png", "Images per type pair")]
+    s += ["### Examples", "", fig(out, f"{EDA_DIR}/examples.png", "Example images with their labels")]
+    s += ["### Pair balance", "", fig(out, f"{EDA_DIR}/pair_balance.png", "Images per type pair")]
     if (d / "pair_balance.csv").is_file():
         s += [csv_to_md(d / "pair_balance.csv")]
     return s
 
 
 def _architecture(out: Path, runs: list[Run]) -> list[str]:
-    ref = _pick(runs, "multitask", "multitask")
+    ref = pick(runs, "multitask", "multitask")
     cands = ([ref] if ref else []) + [r for r in runs if r is not ref]
     for r in cands:
         p = r.dir / runfolder.MODEL_FILE
@@ -165,101 +119,6 @@ def _architecture(out: Path, runs: list[Run]) -> list[str]:
             return [f"Module tree and parameter counts of the {r.label} run (`{r.rel(out, 'model.txt')}`):", "",
                     "```", text, "```", ""]
     return ["> Not available: no run has a model.txt.", ""]
-
-
-def _perm_text(perm: tuple[int, ...]) -> str:
-    parts, seen = [], set()
-    for i, j in enumerate(perm):
-        if i == j or i in seen:
-            continue
-        if perm[j] == i:
-            parts.append(f"{labels.TYPE_PLURAL[i]} <-> {labels.TYPE_PLURAL[j]}")
-            seen |= {i, j}
-        else:
-            parts.append(f"{labels.TYPE_PLURAL[i]} -> {labels.TYPE_PLURAL[j]}")
-    fixed = [labels.TYPE_PLURAL[i] for i, j in enumerate(perm) if i == j]
-    return "; ".join(parts) + (f" ({', '.join(fixed)} unchanged)" if fixed else "")
-
-def _augmentations(runs: list[Run]) -> list[str]:
-    ref = _pick(runs, "multitask", "multitask") or (runs[0] if runs else None)
-    if ref is None or ref.config is None:
-        return ["> Not available: no config.json to read the augmentation settings from.", ""]
-    spec = AugmentSpec()  # the strengths are fixed in the code; the probabilities come from config.json
-
-    c = ref.config
-    p = {k: c.get(k) for k in AUG_KEYS}
-    geo = [("aug_hflip", "horizontal flip (mirror left-right)", labels.HFLIP),
-           ("aug_vflip", "vertical flip (mirror up-down)", labels.VFLIP),
-           ("aug_rot90", "quarter turn counter-clockwise by 90, 180 or 270 degrees (uniform)", labels.ROT90_CCW)]
-    rows = []
-    for key, what, perm in geo:
-        lab = _perm_text(perm) + (" for 90 degrees; 180 and 270 degrees apply it 2 and 3 times" if key == "aug_rot90"
-                                  else "")
-        rows.append([what, fmt(num(p[key]), 2), lab])
-    rows.append(["brightness/contrast", fmt(num(p["aug_brightness"]), 2),
-                 (f"none (contrast x[{1 - spec.contrast_range:g}, {1 + spec.contrast_range:g}],"
-                 f" offset +-{spec.brightness_range:g})")])
-    rows.append(["Gaussian noise", fmt(num(p["aug_noise"]), 2), f"none (std {spec.noise_std:g})"])
-    rows.append(["random erasing", fmt(num(p["aug_erase"]), 2),
-                 f"none (a 2..{spec.erase_max} pixel square set to 0)"])
-    diff = [r for r in runs if r.config and any(r.config.get(k) != c.get(k) for k in AUG_KEYS)]
-    diff_table = md_table(["run", *AUG_KEYS], [[r.label, *(fmt(r.config.get(k), 2) for k in AUG_KEYS)] for r in diff])
-    return _render("augmentations.md.j2", label=ref.label,
-                   table=md_table(["transform", "probability", "what happens to the labels (counts)"], rows),
-                   enabled=[r[0] for r in rows if (num(r[1]) or 0) > 0], at_least_one=p.get("aug_at_least_one"),
-                   copies=p.get("aug_copies"), tta=p.get("tta"), diff_table=diff_table if diff else "")
-
-
-def _monitor(r: Run) -> str:
-    m = r.cfg("monitor")
-    if m in (None, "auto"):
-        res = "val_top1" if r.class_head else "val_rmse"
-        return f"auto ({res})" if m == "auto" else "n/a"
-    return str(m)
-
-
-def _heads(r: Run) -> str:
-    """Head width and dropout, e.g. `64, dropout 0.3/0.1` (the seed report's heads) or `256, no dropout` (best)."""
-    hidden, d1, d2 = r.cfg("head_hidden"), num(r.cfg("head_dropout1")), num(r.cfg("head_dropout2"))
-    if hidden is None:
-        return "n/a"
-    depth = int(num(r.cfg("head_depth", 1)) or 1)
-    width = f"{depth} x {hidden}" if depth > 1 else f"{hidden}"
-    return f"{width}, no dropout" if not (d1 or d2) else f"{width}, dropout {fmt(d1, 2)}/{fmt(d2, 2)}"
-
-
-def _backbone(r: Run) -> str:
-    """"fixed" for the assignment's backbone, else the capacity study's convolution widths."""
-    widened = widened_name(r.cfg("conv_widths"))
-    return "fixed" if widened is None else f"convolutions {widened} (not the fixed one)"
-
-
-def _lr(r: Run) -> str:
-    scale = num(r.cfg("conv_lr_scale", 1.0))
-    return fmt(r.cfg("lr")) + (f" (convolutions x{scale:g})" if scale not in (None, 1.0) else "")
-
-
-def _budget(r: Run) -> str:
-    minutes = num(r.cfg("minutes", 0.0))
-    if not minutes:
-        return "none"
-    planned = r.metrics.get("epochs_planned")
-    return f"{minutes:g} min" + (f" ({planned} epochs)" if planned is not None else "")
-
-
-def _setups(runs: list[Run]) -> list[str]:
-    header = ["run", "experiment", "cls_weight", "lambda_cnt", "lr", "weight decay", "batch", "epochs cap",
-              "time budget", "patience", "monitor", "schedule", "warmup", "amp", "synthetic/epoch", "holdout",
-              "backbone", "heads", "training norms", "TTA", "seed"]
-    rows = [[r.label, r.cfg("experiment", r.metrics.get("experiment")), fmt(num(r.cfg("cls_weight")), 2),
-             fmt(r.lambda_cnt, 2), _lr(r), fmt(r.cfg("weight_decay")), fmt(r.cfg("batch_size")),
-             fmt(r.cfg("epochs")), _budget(r), fmt(r.cfg("patience")), _monitor(r), fmt(r.cfg("schedule")),
-             fmt(r.cfg("warmup_epochs", 0)), fmt(r.cfg("amp", r.cfg("bf16", False))), fmt(r.cfg("synth_per_epoch", 0)),
-             fmt(r.cfg("holdout", 0)), _backbone(r), _heads(r), "BatchNorm, folded" if r.cfg("train_bn") else "none",
-             fmt(r.cfg("tta")), fmt(r.cfg("seed"))] for r in runs]
-    if not rows:
-        return ["> No runs.", ""]
-    return _render("setups.md.j2", table=md_table(header, rows))
 
 
 def _results(out: Path, runs: list[Run], rows: list[dict], meta: dict | None) -> list[str]:
@@ -283,14 +142,14 @@ def _results(out: Path, runs: list[Run], rows: list[dict], meta: dict | None) ->
               "", "(‡: count-decoded accuracy of a run without a trained class head; † as above.)", ""]
     s += ["### Per-pair accuracy", "", per_pair_md(runs)]
     s += _time_to_accuracy(out, runs, runfolder.trained_at_once(meta))
-    s += ["### Per-epoch curves", "", _fig(out, f"{COMPARISON_DIR}/curves.png", "Per-epoch curves of all runs "
+    s += ["### Per-epoch curves", "", fig(out, f"{COMPARISON_DIR}/curves.png", "Per-epoch curves of all runs "
                                            "(validation images, or the held-out ones when holdout > 0)")]
     for r in runs:
         s += [f"#### {r.label}", ""]
         ev = runfolder.eval_set_name(r.config)
         for f, cap in (("loss.png", "loss per epoch"), ("top1.png", f"{ev} top-1 per epoch"),
                        ("rmse.png", f"{ev} RMSE per epoch")):
-            s.append(_fig(out, r.rel(out, plots.PLOTS_DIR, f), f"{r.label}: {cap}"))
+            s.append(fig(out, r.rel(out, plots.PLOTS_DIR, f), f"{r.label}: {cap}"))
     return s
 
 
@@ -316,17 +175,17 @@ def _time_to_accuracy(out: Path, runs: list[Run], shared: bool = False) -> list[
                "run had a share of the machine." if shared else ""))
     return ["### Time to accuracy", "", text, "",
             md_table(heads, rows), "",
-            _fig(out, f"{COMPARISON_DIR}/time_to_accuracy.png", "Top-1 against training wall time"), ""]
+            fig(out, f"{COMPARISON_DIR}/time_to_accuracy.png", "Top-1 against training wall time"), ""]
 
 
 def _confusions(out: Path, runs: list[Run]) -> list[str]:
-    s = [_fig(out, f"{COMPARISON_DIR}/confusions.png", "Type-pair confusion per run")]
+    s = [fig(out, f"{COMPARISON_DIR}/confusions.png", "Type-pair confusion per run")]
     for r in runs:
         s += [f"### {r.label}", ""]
         src = "" if r.class_head else " (class decoded from the count head)"
-        s.append(_fig(out, r.rel(out, plots.PLOTS_DIR, "confusion_135.png"), f"{r.label}: 135-class confusion{src}"))
+        s.append(fig(out, r.rel(out, plots.PLOTS_DIR, "confusion_135.png"), f"{r.label}: 135-class confusion{src}"))
         note = "" if r.count_head else " (count head not trained: untrained outputs)"
-        s.append(_fig(out, r.rel(out, plots.PLOTS_DIR, "count_confusion.png"),
+        s.append(fig(out, r.rel(out, plots.PLOTS_DIR, "count_confusion.png"),
                       f"{r.label}: per-type count matrices{note}"))
     return s
 
@@ -343,7 +202,7 @@ def _decidable_errors(out: Path, r: Run, audit: dict | None) -> list[str]:
           f"ones (top-1 there {fmt(sp['acc_amb'])})."), ""]
     rel = r.rel(out, plots.PLOTS_DIR, ceiling.GALLERY)
     if ceiling.plot_decidable_errors(r, audit, out / rel) is not None:
-        s.append(_fig(out, rel, f"{r.label}: decidable validation images it gets wrong, each drawn from the "
+        s.append(fig(out, rel, f"{r.label}: decidable validation images it gets wrong, each drawn from the "
                                 "witness placement of its true class"))
     return s
 
@@ -391,7 +250,7 @@ def _errors(out: Path, runs: list[Run]) -> list[str]:
                   "are scored.)"), ""]
         gal = r.rel(out, plots.PLOTS_DIR, plots.WORST_ERRORS)
         if (out / gal).is_file():
-            s.append(_fig(out, gal, f"{r.label}: most confidently wrong validation images"))
+            s.append(fig(out, gal, f"{r.label}: most confidently wrong validation images"))
         else:
             s += [("> No worst-errors gallery (`plots/worst_errors.png` is drawn by `train` and `evaluate`, which "
                   "have the validation images; plots rebuilt from the run files alone lack it)."), ""]
@@ -417,9 +276,9 @@ def _compare_acc(what: str, a: Run, pa: float, b: Run, pb: float) -> str:
 def _discussion(runs: list[Run], rows: list[dict]) -> list[str]:
     s = []
     row = {r["run"]: r for r in rows}
-    mt = _pick(runs, "multitask", "multitask")
-    co = _pick(runs, "classification-only", "classification")
-    ro = _pick(runs, "regression-only", "regression")
+    mt = pick(runs, "multitask", "multitask")
+    co = pick(runs, "classification-only", "classification")
+    ro = pick(runs, "regression-only", "regression")
     s += ["### Multitask effect", ""]
     if mt and co and row[mt.name]["top1"] is not None and row[co.name]["top1"] is not None:
         s.append("- " + _compare_acc("Top-1 accuracy", mt, row[mt.name]["top1"], co, row[co.name]["top1"]))
@@ -483,11 +342,11 @@ def ablation(out: Path) -> list[str]:
     path = out / ABLATION_FILE
     if not path.is_file():
         return []
-    return _render("ablation.md.j2", title=ABLATION_SECTION, table=path.read_text(encoding="utf-8"))
+    return render("ablation.md.j2", title=ABLATION_SECTION, table=path.read_text(encoding="utf-8"))
 
 
 def sections(out: Path, runs: list[Run], meta: dict | None, notes: list[str], rows: list[dict]) -> list[list[str]]:
     """The lines of the sections SECTIONS, in order."""
-    return [_summary(out, runs, rows, meta, notes), _eda(out), _architecture(out, runs), _augmentations(runs),
-            _setups(runs), _results(out, runs, rows, meta), _confusions(out, runs), _errors(out, runs),
+    return [_summary(out, runs, rows, meta, notes), _eda(out), _architecture(out, runs), augmentations(runs),
+            setups(runs), _results(out, runs, rows, meta), _confusions(out, runs), _errors(out, runs),
             _discussion(runs, rows)]
