@@ -77,6 +77,8 @@ def test_json_outputs_are_strict_json(tmp_path):
 
     assert json.loads((tmp_path / "a.json").read_text(), parse_constant=refuse) == {
         "rmse": None, "per_type": [None, 1.5], "n": 3}
+    # the same policy for what goes to stdout or a JSON-lines file (evaluate, predict, solve, witnesses.jsonl)
+    assert json.loads(fileio.dumps([{"p": -math.inf}]), parse_constant=refuse) == [{"p": None}]
 
 
 def test_atomic_write_on_a_full_disk_keeps_the_previous_file(tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ for bad input (options, data, files), 1 for a run that fails (diverged, a lost p
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shlex
 import signal
@@ -121,7 +120,7 @@ def cmd_evaluate(args) -> int:
 
     ds = data.load_gsn(args.data, progress=_progress(args))
     m = experiments.evaluate_checkpoint(args.checkpoint, ds, args.out, args.force, args.device)
-    print(json.dumps({k: m[k] for k in ("top1_accuracy", "macro_f1", "pair_accuracy", "rmse", "mae",
+    print(fileio.dumps({k: m[k] for k in ("top1_accuracy", "macro_f1", "pair_accuracy", "rmse", "mae",
                                         "count_decoded_accuracy", "live_units")}, indent=2))
     return 0
 

@@ -47,10 +47,10 @@ def count_table(data: GSNData) -> np.ndarray:
     return table
 
 
-def pair_balance(data: GSNData) -> tuple[np.ndarray, np.ndarray]:
-    """Images per type pair (15,) in the official train and validation splits (as `shapecount check` counts
-    them)."""
-    rows = summary(data)["pair_balance"]
+def pair_balance(s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Images per type pair (15,) in the official train and validation splits, from the dataset's summary
+    (data.summary, as `shapecount check` counts them)."""
+    rows = s["pair_balance"]
     return np.array([r["train"] for r in rows]), np.array([r["val"] for r in rows])
 
 
@@ -148,10 +148,9 @@ def _class_rows(data: GSNData, hist: np.ndarray) -> list[list[Any]]:
              h_train[k], h_val[k]] for k in range(L.NUM_CLASSES)]
 
 
-def facts(data: GSNData) -> dict[str, Any]:
-    """The key numbers of the dataset: `shapecount check`'s (data.summary) and the class frequencies."""
-    s = summary(data)
-    hist = class_histogram(data)
+def facts(data: GSNData, s: dict[str, Any], hist: np.ndarray) -> dict[str, Any]:
+    """The key numbers of the dataset: `shapecount check`'s (s, data.summary) and the class frequencies (hist,
+    class_histogram)."""
     present = np.flatnonzero(hist)
     most = int(hist.argmax())
     least = int(present[hist[present].argmin()]) if present.size else 0
@@ -204,9 +203,9 @@ def run_eda(data: GSNData, out_dir: Path) -> dict[str, Any]:
     """Write the EDA files (FILES) into out_dir; return the key figures and {"files": {name: path}}."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    hist, table = class_histogram(data), count_table(data)
-    train, val = pair_balance(data)
-    f = facts(data)
+    hist, table, s = class_histogram(data), count_table(data), summary(data)
+    train, val = pair_balance(s)
+    f = facts(data, s, hist)
     files = {
         "class_histogram.png": plot_class_histogram(hist, out / "class_histogram.png"),
         "class_counts.csv": write_csv(out / "class_counts.csv",

@@ -98,9 +98,14 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: Path, obj: Any) -> Path:
+def dumps(obj: Any, indent: int | None = None) -> str:
     """Strict JSON that any reader parses: a NaN or infinity is written as null."""
-    return write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """`obj` as strict JSON (dumps) in a file, written atomically."""
+    return write_text(path, dumps(obj, indent=2) + "\n")
 
 
 def write_csv(path: Path, header: list[str], rows: Iterable[Iterable[Any]]) -> Path:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from shapecount import engine, evaluation, labels, runtime
+from shapecount import engine, evaluation, fileio, labels, runtime
 from shapecount.checkpoint import load_checkpoint
 from shapecount.data import read_image
 from shapecount.errors import UserError
@@ -64,7 +63,7 @@ def predict_paths(checkpoint: Path, paths: list[Path], top_k: int = 3, tta: bool
 
 def format_rows(rows: list[dict], fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(rows, indent=2) + "\n"
+        return fileio.dumps(rows, indent=2) + "\n"
     buf = io.StringIO()
     w = csv.writer(buf)
     k = len(rows[0]["top_k"]) if rows else 0

@@ -231,7 +231,7 @@ def write_audit(audit: Audit, out: Path) -> None:
     posterior, per image) and DIR/summary.json."""
     out = Path(out)
     fileio.write_csv(out / "audit.csv", CSV_COLUMNS, csv_rows(audit.rows))
-    fileio.write_text(out / "witnesses.jsonl", "".join(json.dumps(r) + "\n" for r in audit.rows))
+    fileio.write_text(out / "witnesses.jsonl", "".join(fileio.dumps(r) + "\n" for r in audit.rows))
     fileio.write_json(out / "summary.json", audit.summary)
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 
+from shapecount import fileio
 from shapecount import labels as L
 from shapecount.data import read_image
 from shapecount.errors import DataError
@@ -79,7 +79,7 @@ def write_records(records: Iterable[dict], fmt: str, out: TextIO) -> None:
     first = True
     for rec in records:
         if fmt == "json":
-            body = "\n".join("  " + ln for ln in json.dumps(rec, indent=2).splitlines())
+            body = "\n".join("  " + ln for ln in fileio.dumps(rec, indent=2).splitlines())
             out.write(("[\n" if first else ",\n") + body)
         else:
             out.write(format_text(rec) + "\n")
