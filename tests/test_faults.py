@@ -258,6 +258,37 @@ def test_a_failure_before_anything_is_written_leaves_no_folder(tmp_path):
         pass
     assert (kept / runlock.LOCK_NAME).is_file()  # a folder the user made is left as it was, lock file and all
 
+
+def test_a_refused_process_leaves_the_holders_folder_alone(tmp_path):
+    out = tmp_path / "new"
+    with runlock.locked(out, "training"):
+        with pytest.raises(UserError, match="in use by another shapecount training"), runlock.locked(out):
+            pass
+        assert (out / runlock.LOCK_NAME).is_file()  # the holder's lock file and folder stay
+        with pytest.raises(UserError, match="in use"), runlock.locked(out):  # so the folder is still locked
+            pass
+    assert not out.exists()  # the holder made it and wrote nothing: gone when the holder ends
+
+
+def test_a_lock_file_removed_by_its_last_holder_is_not_trusted(tmp_path, monkeypatch):
+    # The last holder unlinks the lock file of a folder it made just after another process opened it: a lock
+    # on that file would lock nothing, so the lock is taken again on the folder's file.
+    out = tmp_path / "run"
+    out.mkdir()
+    real_open, opened = os.open, []
+
+    def open_then_lose(path, *args):
+        fd = real_open(path, *args)
+        opened.append(fd)
+        if len(opened) == 1:
+            os.unlink(path)
+        return fd
+
+    monkeypatch.setattr(runlock.os, "open", open_then_lose)
+    with runlock.locked(out):
+        assert len(opened) == 2
+        assert os.stat(out / runlock.LOCK_NAME).st_ino == os.fstat(opened[1]).st_ino
+
 def test_two_processes_building_the_data_cache_both_succeed(tiny, isolated_cache):
     argv = [sys.executable, "-m", "shapecount", "check", "--data", str(tiny)]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]

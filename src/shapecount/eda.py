@@ -148,7 +148,7 @@ def _class_rows(data: GSNData, hist: np.ndarray) -> list[list[Any]]:
              h_train[k], h_val[k]] for k in range(L.NUM_CLASSES)]
 
 
-def facts(data: GSNData, s: dict[str, Any], hist: np.ndarray) -> dict[str, Any]:
+def facts(s: dict[str, Any], hist: np.ndarray) -> dict[str, Any]:
     """The key numbers of the dataset: `shapecount check`'s (s, data.summary) and the class frequencies (hist,
     class_histogram)."""
     present = np.flatnonzero(hist)
@@ -205,7 +205,7 @@ def run_eda(data: GSNData, out_dir: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     hist, table, s = class_histogram(data), count_table(data), summary(data)
     train, val = pair_balance(s)
-    f = facts(data, s, hist)
+    f = facts(s, hist)
     files = {
         "class_histogram.png": plot_class_histogram(hist, out / "class_histogram.png"),
         "class_counts.csv": write_csv(out / "class_counts.csv",

@@ -2,8 +2,8 @@
 
 Numbers come from analysis.py and tables from tables.py; sections 4 and 5 (how the runs were set up) are in
 setups.py. Those two and the ablation section are mostly fixed prose, kept as Jinja2 templates
-(templates/*.md.j2) filled with the runs' values. Figures are referenced
-by their path relative to the reproduce folder, or replaced by a note when the file is missing.
+(templates/*.md.j2) filled with the runs' values. Figures are referenced by their path relative to the reproduce
+folder, or replaced by a note when the file is missing.
 """
 
 from __future__ import annotations
