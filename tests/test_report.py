@@ -376,7 +376,9 @@ def test_setups_show_the_time_budget_and_the_convolutions_lr(tmp_path: Path) -> 
     make_reproduce(tmp_path)
     run = tmp_path / "multitask"
     cfg = json.loads((run / "config.json").read_text())
-    (run / "config.json").write_text(json.dumps({**cfg, "minutes": 9.0, "conv_lr_scale": 3.0, "conv_widths": "32,64,64"}))
+    (run / "config.json").write_text(json.dumps({**cfg, "minutes": 9.0, "conv_lr_scale": 3.0, "conv_widths": "32,64,64",
+                                                 "teacher": "wide/checkpoint.pt", "distill_features": 1.0,
+                                                 "distill_kl": 0.0, "distill_init": True}))
     m = json.loads((run / "metrics.json").read_text())
     (run / "metrics.json").write_text(json.dumps({**m, "epochs_planned": 12}))
     md = report.write_report(tmp_path, make_plots=False)[0].read_text()
@@ -385,6 +387,7 @@ def test_setups_show_the_time_budget_and_the_convolutions_lr(tmp_path: Path) -> 
     assert "| 0.002 |" in rows[RUNS["classification"]] and "| none |" in rows[RUNS["classification"]]
     assert "| convolutions 32,64,64,64 (not the fixed one) |" in rows[RUNS["multitask"]]
     assert "| fixed |" in rows[RUNS["classification"]]  # also for configs written before conv_widths existed
+    assert "| features 1, top layers from the teacher |" in rows[RUNS["multitask"]]
 
 
 def test_clear_outputs_removes_the_report_and_its_inputs_but_not_the_runs(tmp_path: Path) -> None:

@@ -146,6 +146,15 @@ class Config:
     aux_anchor: float = 0.0
     aux_kernel: int = 3
     aux_blur: float = 0.0  # std in pixels of the Gaussian each target point is spread into (0: single pixels)
+    # -- training-only distillation (distill.py) from a teacher, another run's checkpoint.pt (e.g. the capacity
+    # study's wider convolutions, whose last convolution has the same 64 channels): distill_features weighs the
+    # squared error of the last feature map against the teacher's (relative to the teacher's mean square),
+    # distill_kl the KL divergence from the teacher's class distribution; distill_init starts Linear(50176, 256)
+    # and the heads from the teacher's (same head width needed). The delivered network is the student alone.
+    teacher: str = ""
+    distill_features: float = 0.0
+    distill_kl: float = 0.0
+    distill_init: bool = False
     # -- weight averaging: > 0 evaluates, selects and delivers an exponential moving average of the weights with
     # this decay (ema.py; e.g. 0.999 averages over about the last 1,000 steps); 0 = the raw weights
     ema_decay: float = 0.0
@@ -241,6 +250,12 @@ def validate(cfg: Config) -> None:
          "synth_hidden needs synthetic images (synth_per_epoch > 0): it says how they are drawn")
     need(cfg.aux_anchor == 0 or cfg.synth_per_epoch > 0,
          "aux_anchor needs synthetic images (synth_per_epoch > 0): only they come with shape positions")
+    need(cfg.distill_features >= 0 and cfg.distill_kl >= 0, "distill_features and distill_kl must be >= 0")
+    distilling = cfg.distill_features > 0 or cfg.distill_kl > 0 or cfg.distill_init
+    need(not distilling or bool(cfg.teacher),
+         "distill_features, distill_kl and distill_init need a teacher (--set teacher=RUN/checkpoint.pt)")
+    need(not cfg.teacher or distilling,
+         "a teacher is used only with distill_features > 0, distill_kl > 0 or distill_init=true")
     need(0 <= cfg.ema_decay < 1, f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     need(cfg.holdout >= 0, f"holdout must be >= 0, got {cfg.holdout}")
     need(DEVICE_NAMES.fullmatch(cfg.device) is not None, f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")

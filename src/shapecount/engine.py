@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from shapecount import augment, distributed, labels, runtime, schedule, synth
 from shapecount.config import DEVICE_NAMES
+from shapecount.distill import distill_loss, init_from_teacher, load_teacher
 from shapecount.ema import WeightEma
 from shapecount.errors import UserError
 from shapecount.evaluation import evaluate, to_input
@@ -116,25 +117,32 @@ def epoch_indices(n: int, copies: int, gen: torch.Generator) -> tuple[torch.Tens
 
 def _step_losses(model: nn.Module, anchor_head: nn.Module | None, x: torch.Tensor, y_cls: torch.Tensor,
                  y_cnt: torch.Tensor, maps: torch.Tensor | None, has_map: torch.Tensor | None, cfg,
-                 device: torch.device, amp: torch.dtype | None) -> dict[str, torch.Tensor]:
+                 device: torch.device, amp: torch.dtype | None,
+                 teacher: nn.Module | None = None) -> dict[str, torch.Tensor]:
     """Forward pass and the losses of one batch (per-sample means); 'loss' is what is back-propagated."""
     with runtime.autocast(device, amp):
-        if anchor_head is None:
+        if anchor_head is None and teacher is None:
             log_probs, pred_counts = model(x)
-        else:
+        else:  # the training-only losses read the last feature map
             fmap = model.feature_map(x)
             log_probs, pred_counts = model.heads(fmap)
-            pred_maps = anchor_head(fmap)
+            pred_maps = anchor_head(fmap) if anchor_head is not None else None
     losses = multitask_loss(log_probs, pred_counts, y_cls, y_cnt, cfg.cls_weight, cfg.lambda_cnt)
     if anchor_head is not None:
         losses["loss_aux"] = anchor_loss(pred_maps, maps, has_map)
         losses["loss"] = losses["loss"] + cfg.aux_anchor * losses["loss_aux"]
     else:
         losses["loss_aux"] = torch.zeros((), device=device)
+    if teacher is not None:
+        with runtime.autocast(device, amp):
+            losses["loss_distill"] = distill_loss(teacher, x, fmap, log_probs, cfg)
+        losses["loss"] = losses["loss"] + losses["loss_distill"]
+    else:
+        losses["loss_distill"] = torch.zeros((), device=device)
     return losses
 
 
-LOSS_KEYS = ("loss", "loss_cls", "loss_cnt", "loss_aux")  # the per-epoch training losses (train_<key>)
+LOSS_KEYS = ("loss", "loss_cls", "loss_cnt", "loss_aux", "loss_distill")  # per-epoch training losses (train_<key>)
 
 
 def _scaled(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> torch.Tensor:
@@ -152,8 +160,10 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
                     desc: str = "train", progress: bool = True, points: torch.Tensor | None = None,
                     anchor_head: nn.Module | None = None, world: distributed.World = distributed.SINGLE,
                     scaler: torch.amp.GradScaler | None = None, ema: WeightEma | None = None,
-                    on_step: Callable[[int], None] | None = None) -> dict[str, float]:
+                    on_step: Callable[[int], None] | None = None,
+                    teacher: nn.Module | None = None) -> dict[str, float]:
     """One pass over the training tensors. Returns per-sample mean losses, lr, seconds and images/s.
+    With a teacher, the batch is also distilled from it (distill.distill_loss).
     With ema, every step's weights are offered to its average (which takes them in every few steps).
     on_step(steps taken so far in the run) is called before each step's forward pass.
 
@@ -203,7 +213,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
         if on_step is not None:
             on_step(scheduler.last_epoch)  # LambdaLR counts steps (it is stepped once per batch)
         optimizer.zero_grad(set_to_none=True)
-        losses = _step_losses(model, anchor_head, x, y_cls, y_cnt, maps, has_map, cfg, device, amp) if n else {
+        losses = _step_losses(model, anchor_head, x, y_cls, y_cnt, maps, has_map, cfg, device, amp, teacher) if n else {
             k: torch.zeros((), device=device) for k in LOSS_KEYS}
         if world.parallel:
             # Local mean * (local rows * ranks / global rows): averaged over the ranks, the gradients are those
@@ -337,7 +347,11 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
         attach_norms(model)
     fc_layer = big_linear(model)
     share_hook = fc_layer.weight.register_hook(shared_gradient(cfg.fc_share)) if cfg.fc_share > 0 else None
+    # Training only: the teacher (another run's network) is read, never trained, and not part of the model.
+    teacher = load_teacher(cfg, device)
     if resume is None:
+        if teacher is not None and cfg.distill_init:
+            init_from_teacher(model, teacher, cfg.teacher)
         if cfg.fc_share > 0:
             init_shared(fc_layer)
         # Data-dependent init (cfg.init) from the first training images, before the average copies the weights.
@@ -398,7 +412,7 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
             tr = train_one_epoch(model, optimizer, scheduler, images, counts, cfg, gen, device,
                                  desc=f"epoch {epoch}/{planned}", progress=progress, points=points,
                                  anchor_head=anchor_head, world=world, scaler=scaler, ema=ema,
-                                 on_step=set_leak if leaky else None)
+                                 on_step=set_leak if leaky else None, teacher=teacher)
             first_step_unix = first_step_unix or tr["first_step_unix"]
             if model.norms is not None and world.parallel:  # every rank evaluates with the same statistics
                 distributed.average_buffers([model] if evaluated is model else [model, evaluated], world)
@@ -407,6 +421,7 @@ def fit(model: nn.Module, train_images: torch.Tensor, train_counts: torch.Tensor
                 "epoch": epoch,
                 "train_loss": tr["train_loss"], "train_loss_cls": tr["train_loss_cls"],
                 "train_loss_cnt": tr["train_loss_cnt"], "train_loss_aux": tr["train_loss_aux"],
+                "train_loss_distill": tr["train_loss_distill"],
                 "val_loss": ev["loss"], "val_loss_cls": ev["loss_cls"], "val_loss_cnt": ev["loss_cnt"],
                 "val_top1": ev["top1_accuracy"], "val_rmse": ev["rmse"], "val_mae": ev["mae"],
                 "val_count_top1": ev["count_decoded_accuracy"], "val_live_units": ev["live_units"],

@@ -24,6 +24,7 @@ from shapecount.checkpoint import (
 )
 from shapecount.config import DEFAULT_RECIPE, Config, capacity_note, make_config
 from shapecount.data import GSNData, split
+from shapecount.distill import load_teacher
 from shapecount.errors import TrainingError, UserError
 from shapecount.model import build_model, describe
 
@@ -122,6 +123,7 @@ def run_experiment(cfg: Config, data: GSNData, out: Path, log: Log = _stderr, pr
     interrupted run from its last complete epoch, with the same result as an uninterrupted run on CPU."""
     train, select, val = run_splits(cfg, data)  # checked before anything is written (or cleared by --force)
     engine.pick_device(cfg.device)
+    load_teacher(cfg, torch.device("cpu"))  # a missing or unreadable teacher too (read again on the device)
     refuse_a_file(out)
     if not world.main:
         return _run_worker(cfg, data, train, select, Path(out), resume, world)

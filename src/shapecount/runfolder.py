@@ -26,7 +26,8 @@ from shapecount.errors import UserError
 if TYPE_CHECKING:
     from shapecount.data import GSNData
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_loss_cls", "train_loss_cnt", "train_loss_aux", "val_loss", "val_loss_cls",
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_loss_cls", "train_loss_cnt", "train_loss_aux", "train_loss_distill",
+                   "val_loss", "val_loss_cls",
                    "val_loss_cnt", "val_top1", "val_rmse", "val_mae", "val_count_top1", "val_live_units", "lr",
                    "seconds"]
 PRED_TYPE_COLS = tuple(f"pred_{t}" for t in labels.TYPES)

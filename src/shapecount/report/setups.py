@@ -88,6 +88,17 @@ def _lr(r: Run) -> str:
     return fmt(r.cfg("lr")) + (f" (convolutions x{scale:g})" if scale not in (None, 1.0) else "")
 
 
+def _distillation(r: Run) -> str:
+    """The training-only distillation terms of a run, e.g. `features 1, KL 0.5, top layers from the teacher`."""
+    if not r.cfg("teacher"):
+        return "none"
+    parts = [f"{what} {num(r.cfg(key)):g}" for what, key in (("features", "distill_features"), ("KL", "distill_kl"))
+             if num(r.cfg(key, 0.0))]
+    if r.cfg("distill_init"):
+        parts.append("top layers from the teacher")
+    return ", ".join(parts)
+
+
 def _budget(r: Run) -> str:
     minutes = num(r.cfg("minutes", 0.0))
     if not minutes:
@@ -99,13 +110,13 @@ def _budget(r: Run) -> str:
 def setups(runs: list[Run]) -> list[str]:
     header = ["run", "experiment", "cls_weight", "lambda_cnt", "lr", "weight decay", "batch", "epochs cap",
               "time budget", "patience", "monitor", "schedule", "warmup", "amp", "synthetic/epoch", "holdout",
-              "backbone", "heads", "training norms", "TTA", "seed"]
+              "backbone", "heads", "training norms", "distillation", "TTA", "seed"]
     rows = [[r.label, r.cfg("experiment", r.metrics.get("experiment")), fmt(num(r.cfg("cls_weight")), 2),
              fmt(r.lambda_cnt, 2), _lr(r), fmt(r.cfg("weight_decay")), fmt(r.cfg("batch_size")),
              fmt(r.cfg("epochs")), _budget(r), fmt(r.cfg("patience")), _monitor(r), fmt(r.cfg("schedule")),
              fmt(r.cfg("warmup_epochs", 0)), fmt(r.cfg("amp", r.cfg("bf16", False))), fmt(r.cfg("synth_per_epoch", 0)),
              fmt(r.cfg("holdout", 0)), _backbone(r), _heads(r), "BatchNorm, folded" if r.cfg("train_bn") else "none",
-             fmt(r.cfg("tta")), fmt(r.cfg("seed"))] for r in runs]
+             _distillation(r), fmt(r.cfg("tta")), fmt(r.cfg("seed"))] for r in runs]
     if not rows:
         return ["> No runs.", ""]
     return render("setups.md.j2", table=md_table(header, rows))
